@@ -1,0 +1,106 @@
+//! `fnctl dev`: run one component locally on the same worker runtime the cloud uses.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use stratus_worker::binding::Binding;
+use stratus_worker::capabilities::Capabilities;
+use stratus_worker::runtime::{Runtime, RuntimeConfig};
+
+#[derive(Args)]
+#[command(after_help = "\
+Examples:
+  fnctl dev app.wasm --bind kv=embedded
+  fnctl dev app.wasm --bind kv=redis:url=redis://127.0.0.1:6379 --bind config.greeting=hi
+  fnctl dev app.wasm --bind kv=memory --bind kv.cache=redis --listen 127.0.0.1:3000
+  fnctl dev app.wasm --bind kv=dynamo:table=my-table,region=eu-west-1
+
+Providers for kv: memory, embedded[:path=FILE], redis[:url=URL],
+dynamo[:table=NAME,region=REGION,endpoint=URL,create_table=true|false]")]
+pub struct DevArgs {
+    /// The component to run (a `wasm32-wasip2` component exporting wasi:http).
+    component: PathBuf,
+    /// Bind a capability: KIND[.NAME]=PROVIDER[:OPT=VAL,...] or config.KEY=VALUE.
+    #[arg(long = "bind", short = 'b', value_name = "BINDING")]
+    bindings: Vec<Binding>,
+    /// Address to serve HTTP on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// App name; buckets are namespaced by it (default: the file name).
+    #[arg(long)]
+    app: Option<String>,
+    /// Wall-clock deadline per invocation, in milliseconds.
+    #[arg(long, default_value_t = 30_000)]
+    timeout_ms: u64,
+    /// Linear memory limit per instance, in MiB.
+    #[arg(long, default_value_t = 128)]
+    max_memory_mb: usize,
+    /// Invocations running at once; more wait for a slot.
+    #[arg(long, default_value_t = 64)]
+    max_concurrency: u32,
+    /// Directory for embedded stores and the compiled-component cache.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    let bytes = tokio::fs::read(&args.component)
+        .await
+        .with_context(|| format!("reading {}", args.component.display()))?;
+    let name = match &args.app {
+        Some(n) => n.clone(),
+        None => args
+            .component
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "app".into()),
+    };
+    let data_dir = args
+        .data_dir
+        .unwrap_or_else(crate::config::default_data_dir);
+    let runtime = Runtime::new(RuntimeConfig {
+        max_memory_bytes: args.max_memory_mb << 20,
+        timeout: Duration::from_millis(args.timeout_ms),
+        max_concurrency: args.max_concurrency,
+        cache_dir: Some(data_dir.join("cache")),
+        ..RuntimeConfig::default()
+    })?;
+    let capabilities = Capabilities::open(&args.bindings, &data_dir)
+        .await
+        .context("binding capabilities")?;
+    let app = runtime
+        .load(&name, &bytes, capabilities)
+        .with_context(|| format!("loading {}", args.component.display()))?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    println!("Serving {name} on http://{addr}");
+    stratus_worker::trigger::http::serve(listener, Arc::new(app), shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,91 @@
+//! A guest that misbehaves on request, to prove a guest can never hurt the worker.
+//!
+//! `/ok` answers normally; `/loop`, `/oom`, `/recurse`, `/trap-mid-body`, `/flood` and
+//! `/echo` each do what their names say.
+
+use std::hint::black_box;
+
+use guest_http::respond;
+use wasip2::http::types::{
+    Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
+};
+use wasip2::io::streams::StreamError;
+
+struct Hostile;
+
+wasip2::http::proxy::export!(Hostile);
+
+fn recurse(n: u64) -> u64 {
+    if black_box(n) == 0 {
+        return 0;
+    }
+    black_box(recurse(n - 1)) + 1
+}
+
+/// Streams the request body back as it arrives.
+fn echo(request: IncomingRequest, out: ResponseOutparam) {
+    let response = OutgoingResponse::new(Fields::new());
+    let Ok(out_body) = response.body() else { return };
+    ResponseOutparam::set(out, Ok(response));
+    let (Ok(in_body), Ok(writer)) = (request.consume(), out_body.write()) else { return };
+    let Ok(reader) = in_body.stream() else { return };
+    loop {
+        match reader.blocking_read(16 * 1024) {
+            Ok(chunk) => {
+                for part in chunk.chunks(4096) {
+                    if writer.blocking_write_and_flush(part).is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(StreamError::Closed) => break,
+            Err(_) => return,
+        }
+    }
+    drop(writer);
+    let _ = OutgoingBody::finish(out_body, None);
+}
+
+impl wasip2::exports::http::incoming_handler::Guest for Hostile {
+    fn handle(request: IncomingRequest, out: ResponseOutparam) {
+        let path = request.path_with_query().unwrap_or_default();
+        match path.as_str() {
+            "/ok" => respond(out, 200, b"ok\n"),
+            "/loop" => {
+                let mut i: u64 = 0;
+                loop {
+                    i = black_box(i.wrapping_add(1));
+                }
+            }
+            "/oom" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1 << 20]);
+                    black_box(&hoard);
+                }
+            }
+            "/recurse" => {
+                let depth = recurse(black_box(u64::MAX));
+                respond(out, 200, depth.to_string().as_bytes());
+            }
+            "/trap-mid-body" => {
+                let response = OutgoingResponse::new(Fields::new());
+                let Ok(body) = response.body() else { return };
+                ResponseOutparam::set(out, Ok(response));
+                if let Ok(stream) = body.write() {
+                    let _ = stream.blocking_write_and_flush(b"partial response, then ");
+                }
+                std::process::abort();
+            }
+            "/flood" => {
+                let line = "x".repeat(1023);
+                for _ in 0..20_000 {
+                    println!("{line}");
+                }
+                respond(out, 200, b"flooded\n");
+            }
+            "/echo" => echo(request, out),
+            _ => respond(out, 404, b"unknown route\n"),
+        }
+    }
+}

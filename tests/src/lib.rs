@@ -1,0 +1,210 @@
+//! Shared harness for the end-to-end tests: finds the built `fnctl` binary and guest
+//! components, starts `fnctl dev` as a child process and talks HTTP to it.
+
+// Test-only code: a panic here is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+/// `target/<profile>/fnctl`, next to the directory holding this test binary.
+pub fn fnctl_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile> directory");
+    let bin = dir.join("fnctl");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (`cargo build -p fnctl`, done by .ci/test)",
+        bin.display()
+    );
+    bin
+}
+
+/// A built guest component, from `STRATUS_WASM_DIR` (set by .ci/test after building
+/// `examples/` and `tests/guests/`).
+pub fn wasm(name: &str) -> PathBuf {
+    let dir = std::env::var_os("STRATUS_WASM_DIR")
+        .map(PathBuf::from)
+        .expect(
+            "STRATUS_WASM_DIR is not set: run the suite through .ci/test, which builds the guests",
+        );
+    let path = dir.join(format!("{}.wasm", name.replace('-', "_")));
+    assert!(
+        path.exists(),
+        "{} is missing: rebuild the guests (.ci/build-guests)",
+        path.display()
+    );
+    path
+}
+
+pub fn redis_url() -> String {
+    std::env::var("STRATUS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+pub fn dynamo_binding() -> String {
+    let endpoint =
+        std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "http://127.0.0.1:5000".into());
+    format!("kv=dynamo:table=stratus-e2e,region=us-east-1,endpoint={endpoint}")
+}
+
+/// A running `fnctl dev`; killed on drop.
+pub struct Dev {
+    child: Child,
+    pub url: String,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Dev {
+    /// Starts `fnctl dev COMPONENT --listen 127.0.0.1:0 ARGS...` and waits until it serves.
+    pub fn start(component: &Path, args: &[&str]) -> Dev {
+        Self::try_start(component, args).unwrap_or_else(|e| panic!("fnctl dev did not start: {e}"))
+    }
+
+    /// Like `start`, but returns the process's stderr if it exits instead of serving.
+    pub fn try_start(component: &Path, args: &[&str]) -> Result<Dev, String> {
+        let mut child = Command::new(fnctl_bin())
+            .arg("dev")
+            .arg(component)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = stderr.clone();
+        let err_pipe = child.stderr.take().ok_or("no stderr")?;
+        std::thread::spawn(move || {
+            for line in BufReader::new(err_pipe).lines().map_while(Result::ok) {
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let out = child.stdout.take().ok_or("no stdout")?;
+        let mut lines = BufReader::new(out).lines();
+        match lines.next() {
+            Some(Ok(line)) if line.contains("http://") => {
+                let url = line
+                    .split_whitespace()
+                    .find(|w| w.starts_with("http://"))
+                    .unwrap_or_default()
+                    .to_string();
+                Ok(Dev { child, url, stderr })
+            }
+            _ => {
+                let _ = child.wait();
+                // Let the stderr thread drain.
+                std::thread::sleep(Duration::from_millis(100));
+                let text = stderr.lock().unwrap().clone();
+                Err(text)
+            }
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits (up to 10 s) until the worker's log contains `needle`: guest output is
+    /// logged when the invocation ends, just after the response.
+    pub fn wait_for_log(&self, needle: &str) -> bool {
+        for _ in 0..200 {
+            if self.stderr().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    pub fn still_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `fnctl ARGS...` to completion: (success, stdout, stderr).
+pub fn fnctl(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(fnctl_bin())
+        .args(args)
+        .output()
+        .expect("running fnctl");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+pub struct Http {
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Self {
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+impl Http {
+    pub async fn get(&self, url: &str) -> Reply {
+        self.send("GET", url, Vec::new()).await.expect("GET failed")
+    }
+
+    pub async fn put(&self, url: &str, body: impl Into<Vec<u8>>) -> Reply {
+        self.send("PUT", url, body.into())
+            .await
+            .expect("PUT failed")
+    }
+
+    /// Sends a request; `Err` if the connection or body failed mid-way.
+    pub async fn send(&self, method: &str, url: &str, body: Vec<u8>) -> Result<Reply, String> {
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(url)
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| e.to_string())?;
+        let resp = self.client.request(req).await.map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("status {status}, body failed: {e}"))?
+            .to_bytes()
+            .to_vec();
+        Ok(Reply { status, body })
+    }
+}

@@ -1,0 +1,138 @@
+//! Hostile guests cannot hurt the worker: after each misbehaviour the same worker process
+//! still answers a normal request.
+
+// Test code: a panic is a failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::time::Duration;
+
+use stratus_tests::{Dev, Http, wasm};
+
+fn hostile() -> Dev {
+    Dev::start(
+        &wasm("hostile"),
+        &[
+            "--timeout-ms",
+            "1500",
+            "--max-memory-mb",
+            "64",
+            "--max-concurrency",
+            "8",
+        ],
+    )
+}
+
+async fn still_serves(dev: &mut Dev, http: &Http) {
+    let ok = http.get(&format!("{}/ok", dev.url)).await;
+    assert_eq!((ok.status, ok.text().as_str()), (200, "ok\n"));
+    assert!(dev.still_running(), "worker exited:\n{}", dev.stderr());
+}
+
+#[tokio::test]
+async fn infinite_loop_times_out_with_504_and_others_are_served_meanwhile() {
+    let mut dev = hostile();
+    let http = Http::default();
+    let url = dev.url.clone();
+    let looping = tokio::spawn(async move { Http::default().get(&format!("{url}/loop")).await });
+    // While the loop spins, other requests are answered.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    still_serves(&mut dev, &http).await;
+    assert!(
+        !looping.is_finished(),
+        "the loop ended before the others were served"
+    );
+    let looped = looping.await.unwrap();
+    assert_eq!(looped.status, 504, "{}", looped.text());
+    assert!(looped.text().contains("deadline"));
+    still_serves(&mut dev, &http).await;
+}
+
+#[tokio::test]
+async fn memory_bomb_hits_the_limit_and_gets_500() {
+    let mut dev = hostile();
+    let http = Http::default();
+    let r = http.get(&format!("{}/oom", dev.url)).await;
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert!(r.text().contains("trapped"), "{}", r.text());
+    still_serves(&mut dev, &http).await;
+}
+
+#[tokio::test]
+async fn stack_overflow_traps_with_500() {
+    let mut dev = hostile();
+    let http = Http::default();
+    let r = http.get(&format!("{}/recurse", dev.url)).await;
+    assert_eq!(r.status, 500, "{}", r.text());
+    still_serves(&mut dev, &http).await;
+}
+
+#[tokio::test]
+async fn trap_mid_response_breaks_the_body_not_the_worker() {
+    let mut dev = hostile();
+    let http = Http::default();
+    let r = http
+        .send("GET", &format!("{}/trap-mid-body", dev.url), Vec::new())
+        .await;
+    match r {
+        // Either the head never made it out or the body broke off: both tell the client
+        // the response is incomplete. A clean end would not.
+        Err(_) => {}
+        Ok(reply) => panic!(
+            "a trapped body arrived whole: {} {:?}",
+            reply.status,
+            reply.text()
+        ),
+    }
+    still_serves(&mut dev, &http).await;
+}
+
+#[tokio::test]
+async fn stdout_flood_is_truncated_not_fatal() {
+    let mut dev = hostile();
+    let http = Http::default();
+    let r = http.get(&format!("{}/flood", dev.url)).await;
+    assert_eq!((r.status, r.text().as_str()), (200, "flooded\n"));
+    still_serves(&mut dev, &http).await;
+    assert!(
+        dev.wait_for_log("dropped"),
+        "no note of dropped output in logs"
+    );
+    assert!(
+        dev.stderr().contains("invocation="),
+        "guest output not tagged with the invocation"
+    );
+}
+
+#[tokio::test]
+async fn request_and_response_bodies_stream() {
+    let dev = hostile();
+    let http = Http::default();
+    let body: Vec<u8> = (0..5 * 1024 * 1024u32).map(|i| (i % 253) as u8).collect();
+    let r = http
+        .send("POST", &format!("{}/echo", dev.url), body.clone())
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body.len(), body.len());
+    assert!(r.body == body, "echoed body differs");
+}
+
+#[tokio::test]
+async fn many_concurrent_requests_all_succeed() {
+    let dev = hostile();
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let url = format!("{}/ok", dev.url);
+        tasks.push(tokio::spawn(async move {
+            Http::default().get(&url).await.status
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+}

@@ -1,0 +1,428 @@
+//! DynamoDB key-value provider: one table, partition key = namespace, sort key = key.
+//!
+//! The endpoint comes from the binding (`endpoint=`) or the standard `AWS_ENDPOINT_URL`,
+//! so the same code talks to AWS and to a local emulator.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::primitives::Blob;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, DeleteRequest, KeySchemaElement, KeyType,
+    KeysAndAttributes, PutRequest, ScalarAttributeType, WriteRequest,
+};
+
+use super::{KeyPage, KeyValue, KvError, LIST_PAGE_SIZE, increment_by_cas};
+use crate::binding::{BindingError, ProviderOptions};
+
+const NAME: &str = "dynamo";
+const PK: &str = "pk";
+const SK: &str = "sk";
+const VALUE: &str = "v";
+/// DynamoDB caps an item at 400 KB including attribute names and the keys.
+const MAX_ITEM_BYTES: usize = 400 * 1024;
+const BATCH_GET_MAX: usize = 100;
+const BATCH_WRITE_MAX: usize = 25;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DynamoConfig {
+    pub table: String,
+    pub region: Option<String>,
+    pub endpoint: Option<String>,
+    /// Create the table (on-demand billing) when it does not exist.
+    pub create_table: bool,
+}
+
+impl DynamoConfig {
+    pub fn from_options(opts: &mut ProviderOptions) -> Result<Self, BindingError> {
+        let create_table = match opts.take("create_table").as_deref() {
+            None | Some("true") => true,
+            Some("false") => false,
+            Some(_) => return Err(opts.invalid("create_table", "expected true or false")),
+        };
+        Ok(Self {
+            table: opts
+                .take("table")
+                .unwrap_or_else(|| "stratus-kv".to_string()),
+            region: opts.take("region"),
+            endpoint: opts.take("endpoint"),
+            create_table,
+        })
+    }
+}
+
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+}
+
+/// A concise message: the service's error code and text, or the transport failure.
+fn err<E, R>(e: SdkError<E, R>) -> KvError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    KvError::provider(NAME, sdk_message(e))
+}
+
+fn sdk_message<E, R>(e: SdkError<E, R>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match &e {
+        SdkError::ServiceError(s) => format!(
+            "{}: {}",
+            s.err().code().unwrap_or("ServiceError"),
+            s.err().message().unwrap_or("no message")
+        ),
+        other => DisplayErrorContext(other).to_string(),
+    }
+}
+
+fn build_err(e: aws_sdk_dynamodb::error::BuildError) -> KvError {
+    KvError::provider(NAME, e)
+}
+
+fn key_item(ns: &str, key: &str) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        (PK.to_string(), AttributeValue::S(ns.to_string())),
+        (SK.to_string(), AttributeValue::S(key.to_string())),
+    ])
+}
+
+fn value_of(item: &HashMap<String, AttributeValue>) -> Option<Vec<u8>> {
+    match item.get(VALUE) {
+        Some(AttributeValue::B(b)) => Some(b.as_ref().to_vec()),
+        _ => None,
+    }
+}
+
+fn check_size(ns: &str, key: &str, value: &[u8]) -> Result<(), KvError> {
+    let size = ns.len() + key.len() + value.len() + PK.len() + SK.len() + VALUE.len();
+    if size > MAX_ITEM_BYTES {
+        return Err(KvError::provider(
+            NAME,
+            format!(
+                "value of {} bytes for key `{key}` exceeds DynamoDB's 400 KB item limit",
+                value.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Keeps the last occurrence of each key: DynamoDB refuses duplicates within one batch.
+fn dedup_last<T>(items: impl IntoIterator<Item = (String, T)>) -> Vec<(String, T)> {
+    let mut map: HashMap<String, T> = HashMap::new();
+    let mut order = Vec::new();
+    for (k, v) in items {
+        if map.insert(k.clone(), v).is_none() {
+            order.push(k);
+        }
+    }
+    order
+        .into_iter()
+        .filter_map(|k| map.remove(&k).map(|v| (k, v)))
+        .collect()
+}
+
+impl DynamoStore {
+    pub async fn connect(config: DynamoConfig) -> Result<Self, KvError> {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(2))
+                    .operation_attempt_timeout(Duration::from_secs(5))
+                    .build(),
+            );
+        if let Some(region) = &config.region {
+            loader = loader.region(aws_config::Region::new(region.clone()));
+        }
+        if let Some(endpoint) = &config.endpoint {
+            loader = loader.endpoint_url(endpoint.clone());
+        }
+        let sdk = loader.load().await;
+        let client = Client::new(&sdk);
+        let store = Self {
+            client,
+            table: config.table.clone(),
+        };
+        store.ensure_table(config.create_table).await?;
+        Ok(store)
+    }
+
+    async fn ensure_table(&self, create: bool) -> Result<(), KvError> {
+        let described = self
+            .client
+            .describe_table()
+            .table_name(&self.table)
+            .send()
+            .await;
+        match described {
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                let missing = e
+                    .as_service_error()
+                    .is_some_and(|s| s.is_resource_not_found_exception());
+                if !missing || !create {
+                    return Err(KvError::provider(
+                        NAME,
+                        format!("table `{}`: {}", self.table, sdk_message(e)),
+                    ));
+                }
+            }
+        }
+        tracing::info!(table = %self.table, "creating DynamoDB table");
+        let attr = |name: &str| {
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .map_err(build_err)
+        };
+        let key = |name: &str, kind| {
+            KeySchemaElement::builder()
+                .attribute_name(name)
+                .key_type(kind)
+                .build()
+                .map_err(build_err)
+        };
+        let created = self
+            .client
+            .create_table()
+            .table_name(&self.table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(attr(PK)?)
+            .attribute_definitions(attr(SK)?)
+            .key_schema(key(PK, KeyType::Hash)?)
+            .key_schema(key(SK, KeyType::Range)?)
+            .send()
+            .await;
+        if let Err(e) = created {
+            // Another worker may have created it at the same time.
+            if !e
+                .as_service_error()
+                .is_some_and(|s| s.is_resource_in_use_exception())
+            {
+                return Err(err(e));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl KeyValue for DynamoStore {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    async fn get(&self, ns: &str, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key_item(ns, key)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(err)?;
+        Ok(out.item().and_then(value_of))
+    }
+
+    async fn set(&self, ns: &str, key: &str, value: &[u8]) -> Result<(), KvError> {
+        check_size(ns, key, value)?;
+        let mut item = key_item(ns, key);
+        item.insert(VALUE.to_string(), AttributeValue::B(Blob::new(value)));
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn delete(&self, ns: &str, key: &str) -> Result<(), KvError> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key_item(ns, key)))
+            .send()
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn exists(&self, ns: &str, key: &str) -> Result<bool, KvError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key_item(ns, key)))
+            .projection_expression(PK)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(err)?;
+        Ok(out.item().is_some())
+    }
+
+    async fn list_keys(&self, ns: &str, cursor: Option<&str>) -> Result<KeyPage, KvError> {
+        let page_size = i32::try_from(LIST_PAGE_SIZE).unwrap_or(i32::MAX);
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("#pk = :ns")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#sk", SK)
+            .expression_attribute_values(":ns", AttributeValue::S(ns.to_string()))
+            .projection_expression("#sk")
+            .set_exclusive_start_key(cursor.map(|c| key_item(ns, c)))
+            .limit(page_size)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(err)?;
+        let keys = out
+            .items()
+            .iter()
+            .filter_map(|item| match item.get(SK) {
+                Some(AttributeValue::S(s)) => Some(s.clone()),
+                _ => None,
+            })
+            .collect();
+        let cursor = out.last_evaluated_key().and_then(|k| match k.get(SK) {
+            Some(AttributeValue::S(s)) => Some(s.clone()),
+            _ => None,
+        });
+        Ok(KeyPage { keys, cursor })
+    }
+
+    async fn increment(&self, ns: &str, key: &str, delta: i64) -> Result<i64, KvError> {
+        increment_by_cas(self, ns, key, delta).await
+    }
+
+    async fn compare_and_swap(
+        &self,
+        ns: &str,
+        key: &str,
+        expected: Option<&[u8]>,
+        value: &[u8],
+    ) -> Result<bool, KvError> {
+        check_size(ns, key, value)?;
+        let mut item = key_item(ns, key);
+        item.insert(VALUE.to_string(), AttributeValue::B(Blob::new(value)));
+        let mut put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item));
+        put = match expected {
+            None => put
+                .condition_expression("attribute_not_exists(#pk)")
+                .expression_attribute_names("#pk", PK),
+            Some(old) => put
+                .condition_expression("#v = :old")
+                .expression_attribute_names("#v", VALUE)
+                .expression_attribute_values(":old", AttributeValue::B(Blob::new(old))),
+        };
+        match put.send().await {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(err(e)),
+        }
+    }
+
+    async fn get_many(&self, ns: &str, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, KvError> {
+        let unique = dedup_last(keys.iter().map(|k| (k.clone(), ())));
+        let mut found: HashMap<String, Vec<u8>> = HashMap::new();
+        for chunk in unique.chunks(BATCH_GET_MAX) {
+            let mut request = KeysAndAttributes::builder().consistent_read(true);
+            for (key, ()) in chunk {
+                request = request.keys(key_item(ns, key));
+            }
+            let mut pending = Some(HashMap::from([(
+                self.table.clone(),
+                request.build().map_err(build_err)?,
+            )]));
+            while let Some(items) = pending.take().filter(|m| !m.is_empty()) {
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .set_request_items(Some(items))
+                    .send()
+                    .await
+                    .map_err(err)?;
+                for item in out
+                    .responses()
+                    .and_then(|r| r.get(&self.table))
+                    .into_iter()
+                    .flatten()
+                {
+                    if let (Some(AttributeValue::S(k)), Some(v)) = (item.get(SK), value_of(item)) {
+                        found.insert(k.clone(), v);
+                    }
+                }
+                pending = out.unprocessed_keys;
+            }
+        }
+        Ok(keys.iter().map(|k| found.get(k).cloned()).collect())
+    }
+
+    async fn set_many(&self, ns: &str, entries: &[(String, Vec<u8>)]) -> Result<(), KvError> {
+        let mut writes = Vec::new();
+        for (key, value) in dedup_last(entries.iter().cloned()) {
+            check_size(ns, &key, &value)?;
+            let mut item = key_item(ns, &key);
+            item.insert(VALUE.to_string(), AttributeValue::B(Blob::new(value)));
+            let put = PutRequest::builder()
+                .set_item(Some(item))
+                .build()
+                .map_err(build_err)?;
+            writes.push(WriteRequest::builder().put_request(put).build());
+        }
+        self.batch_write(writes).await
+    }
+
+    async fn delete_many(&self, ns: &str, keys: &[String]) -> Result<(), KvError> {
+        let mut writes = Vec::new();
+        for (key, ()) in dedup_last(keys.iter().map(|k| (k.clone(), ()))) {
+            let delete = DeleteRequest::builder()
+                .set_key(Some(key_item(ns, &key)))
+                .build()
+                .map_err(build_err)?;
+            writes.push(WriteRequest::builder().delete_request(delete).build());
+        }
+        self.batch_write(writes).await
+    }
+}
+
+impl DynamoStore {
+    async fn batch_write(&self, writes: Vec<WriteRequest>) -> Result<(), KvError> {
+        for chunk in writes.chunks(BATCH_WRITE_MAX) {
+            let mut pending = Some(HashMap::from([(self.table.clone(), chunk.to_vec())]));
+            while let Some(items) = pending.take().filter(|m| !m.is_empty()) {
+                let out = self
+                    .client
+                    .batch_write_item()
+                    .set_request_items(Some(items))
+                    .send()
+                    .await
+                    .map_err(err)?;
+                pending = out.unprocessed_items;
+            }
+        }
+        Ok(())
+    }
+}

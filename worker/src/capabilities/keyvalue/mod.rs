@@ -1,0 +1,234 @@
+//! The key-value capability: one trait, one file per provider, chosen by a type tag.
+//!
+//! A bucket opened by a guest maps to a provider *namespace* (`APP/BUCKET`), so two apps
+//! bound to the same Redis or DynamoDB table never see each other's keys.
+
+mod dynamo;
+mod embedded;
+pub mod host;
+mod memory;
+mod redis;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::binding::{BindingError, Kind, ProviderSpec};
+
+pub use self::dynamo::{DynamoConfig, DynamoStore};
+pub use self::embedded::EmbeddedStore;
+pub use self::memory::MemoryStore;
+pub use self::redis::RedisStore;
+
+/// The `wasi:keyvalue` revisions the host serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum KvRevision {
+    /// `0.2.0-draft`: wasmtime's own crates and wasmCloud.
+    Draft,
+    /// `0.2.0-draft2`: Spin (adds compare-and-swap, string cursors, signed increment).
+    Draft2,
+}
+
+impl KvRevision {
+    pub fn from_version(v: &str) -> Option<Self> {
+        match v {
+            "0.2.0-draft" => Some(Self::Draft),
+            "0.2.0-draft2" => Some(Self::Draft2),
+            _ => None,
+        }
+    }
+}
+
+/// How many keys one `list-keys` page returns at most.
+pub const LIST_PAGE_SIZE: usize = 1000;
+
+/// Errors a provider reports; they reach the guest as the WIT `error` variant.
+#[derive(Debug, thiserror::Error)]
+pub enum KvError {
+    #[error("no such store: {0}")]
+    NoSuchStore(String),
+    #[error("access denied: {0}")]
+    AccessDenied(String),
+    #[error("value of key `{0}` is not a 64-bit integer")]
+    NotAnInteger(String),
+    #[error("increment of key `{0}` overflows a 64-bit integer")]
+    Overflow(String),
+    #[error("invalid list cursor")]
+    InvalidCursor,
+    #[error("provider `{provider}` failed: {message}")]
+    Provider {
+        provider: &'static str,
+        message: String,
+    },
+}
+
+impl KvError {
+    pub(crate) fn provider(provider: &'static str, err: impl std::fmt::Display) -> Self {
+        KvError::Provider {
+            provider,
+            message: err.to_string(),
+        }
+    }
+}
+
+/// One page of keys and the cursor for the next page (`None` at the end).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct KeyPage {
+    pub keys: Vec<String>,
+    pub cursor: Option<String>,
+}
+
+/// A key-value provider. Every method is scoped to a namespace.
+///
+/// Values written by `increment` are stored as decimal ASCII, so `get` after `increment`
+/// returns e.g. `b"42"` and `increment` accepts a value previously `set` to decimal text.
+#[async_trait::async_trait]
+pub trait KeyValue: Send + Sync + 'static {
+    /// The provider's type tag, for errors and logs.
+    fn name(&self) -> &'static str;
+
+    async fn get(&self, ns: &str, key: &str) -> Result<Option<Vec<u8>>, KvError>;
+    async fn set(&self, ns: &str, key: &str, value: &[u8]) -> Result<(), KvError>;
+    async fn delete(&self, ns: &str, key: &str) -> Result<(), KvError>;
+    async fn exists(&self, ns: &str, key: &str) -> Result<bool, KvError>;
+    /// Lists keys after `cursor` (an opaque token from a previous page).
+    async fn list_keys(&self, ns: &str, cursor: Option<&str>) -> Result<KeyPage, KvError>;
+    /// Atomically adds `delta`, treating a missing key as 0; returns the new value.
+    async fn increment(&self, ns: &str, key: &str, delta: i64) -> Result<i64, KvError>;
+    /// Atomically sets `key` to `value` if its current value is still `expected`
+    /// (`None` = absent). Returns whether the swap happened.
+    async fn compare_and_swap(
+        &self,
+        ns: &str,
+        key: &str,
+        expected: Option<&[u8]>,
+        value: &[u8],
+    ) -> Result<bool, KvError>;
+
+    async fn get_many(&self, ns: &str, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, KvError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            out.push(self.get(ns, key).await?);
+        }
+        Ok(out)
+    }
+
+    async fn set_many(&self, ns: &str, entries: &[(String, Vec<u8>)]) -> Result<(), KvError> {
+        for (key, value) in entries {
+            self.set(ns, key, value).await?;
+        }
+        Ok(())
+    }
+
+    async fn delete_many(&self, ns: &str, keys: &[String]) -> Result<(), KvError> {
+        for key in keys {
+            self.delete(ns, key).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Parses a stored value as the integer `increment` works on.
+pub(crate) fn parse_counter(key: &str, value: Option<&[u8]>) -> Result<i64, KvError> {
+    match value {
+        None => Ok(0),
+        Some(bytes) => std::str::from_utf8(bytes)
+            .ok()
+            .and_then(|s| s.trim().parse::<i64>().ok())
+            .ok_or_else(|| KvError::NotAnInteger(key.to_string())),
+    }
+}
+
+pub(crate) fn add_counter(key: &str, current: i64, delta: i64) -> Result<i64, KvError> {
+    current
+        .checked_add(delta)
+        .ok_or_else(|| KvError::Overflow(key.to_string()))
+}
+
+/// Increment as a compare-and-swap loop, for providers without a native counter.
+pub(crate) async fn increment_by_cas<S: KeyValue + ?Sized>(
+    store: &S,
+    ns: &str,
+    key: &str,
+    delta: i64,
+) -> Result<i64, KvError> {
+    loop {
+        let current = store.get(ns, key).await?;
+        let next = add_counter(key, parse_counter(key, current.as_deref())?, delta)?;
+        if store
+            .compare_and_swap(ns, key, current.as_deref(), next.to_string().as_bytes())
+            .await?
+        {
+            return Ok(next);
+        }
+    }
+}
+
+pub const PROVIDERS: &str = "memory, embedded, redis, dynamo";
+
+/// Opens the provider a binding names, failing on unknown providers or options.
+pub async fn open_provider(
+    spec: &ProviderSpec,
+    data_dir: &std::path::Path,
+) -> Result<Arc<dyn KeyValue>, OpenError> {
+    let mut opts = spec.clone().into_options();
+    let store: Arc<dyn KeyValue> = match spec.provider.as_str() {
+        "memory" => {
+            opts.finish()?;
+            Arc::new(MemoryStore::default())
+        }
+        "embedded" => {
+            let path = opts
+                .take("path")
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(|| data_dir.join("kv.redb"));
+            opts.finish()?;
+            Arc::new(EmbeddedStore::open(&path)?)
+        }
+        "redis" => {
+            let url = opts
+                .take("url")
+                .unwrap_or_else(|| "redis://127.0.0.1:6379".to_string());
+            opts.finish()?;
+            Arc::new(RedisStore::connect(&url).await?)
+        }
+        "dynamo" | "dynamodb" => {
+            let config = DynamoConfig::from_options(&mut opts)?;
+            opts.finish()?;
+            Arc::new(DynamoStore::connect(config).await?)
+        }
+        other => {
+            return Err(BindingError::UnknownProvider {
+                kind: Kind::KeyValue,
+                provider: other.to_string(),
+                known: PROVIDERS,
+            }
+            .into());
+        }
+    };
+    Ok(store)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Binding(#[from] BindingError),
+    #[error(transparent)]
+    Provider(#[from] KvError),
+}
+
+/// The key-value providers bound for one app: a default and per-bucket overrides.
+#[derive(Clone, Default)]
+pub struct KvBindings {
+    pub default: Option<Arc<dyn KeyValue>>,
+    pub buckets: HashMap<String, Arc<dyn KeyValue>>,
+}
+
+impl KvBindings {
+    pub fn is_empty(&self) -> bool {
+        self.default.is_none() && self.buckets.is_empty()
+    }
+
+    pub fn resolve(&self, bucket: &str) -> Option<Arc<dyn KeyValue>> {
+        self.buckets.get(bucket).or(self.default.as_ref()).cloned()
+    }
+}

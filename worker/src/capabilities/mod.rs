@@ -1,0 +1,54 @@
+//! Capabilities a component can import, each behind one provider-agnostic trait.
+
+pub mod config;
+pub mod keyvalue;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use self::config::ConfigValues;
+use self::keyvalue::{KvBindings, OpenError};
+use crate::binding::{Binding, BindingError};
+
+/// Everything an app is bound to, with providers connected and ready to share across
+/// invocations.
+#[derive(Clone, Default)]
+pub struct Capabilities {
+    pub kv: Arc<KvBindings>,
+    pub config: Option<ConfigValues>,
+}
+
+impl Capabilities {
+    /// Connects every provider the bindings name. `data_dir` holds embedded stores.
+    pub async fn open(bindings: &[Binding], data_dir: &Path) -> Result<Self, OpenError> {
+        let mut kv = KvBindings::default();
+        let mut config: Option<BTreeMap<String, String>> = None;
+        for binding in bindings {
+            match binding {
+                Binding::KeyValue { bucket, provider } => {
+                    let store = keyvalue::open_provider(provider, data_dir).await?;
+                    let previous = match bucket {
+                        None => kv.default.replace(store).map(|_| "kv".to_string()),
+                        Some(b) => kv
+                            .buckets
+                            .insert(b.clone(), store)
+                            .map(|_| format!("kv.{b}")),
+                    };
+                    if let Some(name) = previous {
+                        return Err(BindingError::Duplicate(name).into());
+                    }
+                }
+                Binding::Config { key, value } => {
+                    config
+                        .get_or_insert_default()
+                        .insert(key.clone(), value.clone());
+                }
+            }
+        }
+        Ok(Self {
+            kv: Arc::new(kv),
+            config: config.map(Arc::new),
+        })
+    }
+}

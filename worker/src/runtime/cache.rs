@@ -1,0 +1,107 @@
+//! Compiling components, with an on-disk cache of compiled artefacts keyed by the
+//! component's SHA-256 and the engine's compatibility hash.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+use super::LoadError;
+
+const WASM_MAGIC: &[u8; 4] = b"\0asm";
+
+/// Rejects bytes that are not a component with an error that says what they are.
+fn check_is_component(bytes: &[u8]) -> Result<(), LoadError> {
+    if bytes.get(..4) != Some(WASM_MAGIC.as_slice()) {
+        return Err(LoadError::NotWasm);
+    }
+    // Bytes 4..8 are the version/layer word: layer 0 is a core module, 1 a component.
+    match bytes.get(6..8) {
+        Some([0, 0]) => Err(LoadError::CoreModule),
+        Some([1, 0]) => Ok(()),
+        _ => Err(LoadError::NotWasm),
+    }
+}
+
+pub fn digest(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn cache_path(engine: &Engine, dir: &Path, digest: &str) -> PathBuf {
+    let mut h = DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut h);
+    dir.join(format!("{digest}-{:016x}.cwasm", h.finish()))
+}
+
+pub fn compile(
+    engine: &Engine,
+    bytes: &[u8],
+    cache_dir: Option<&Path>,
+) -> Result<Component, LoadError> {
+    check_is_component(bytes)?;
+    let Some(dir) = cache_dir else {
+        return Component::new(engine, bytes).map_err(|e| LoadError::Invalid(format!("{e:#}")));
+    };
+    let path = cache_path(engine, dir, &digest(bytes));
+    if path.exists() {
+        match load_cached(engine, &path) {
+            Ok(c) => return Ok(c),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "ignoring unusable cached component")
+            }
+        }
+    }
+    let component =
+        Component::new(engine, bytes).map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+    if let Err(e) = store(&component, dir, &path) {
+        tracing::warn!(path = %path.display(), error = %e, "could not cache compiled component");
+    }
+    Ok(component)
+}
+
+#[allow(unsafe_code)]
+fn load_cached(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
+    // SAFETY: only `store` below writes this directory, atomically (write then rename),
+    // from `Component::serialize` of the same engine configuration; the file name carries
+    // the engine's compatibility hash and wasmtime re-checks the header on load.
+    unsafe { Component::deserialize_file(engine, path) }
+}
+
+fn store(component: &Component, dir: &Path, path: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let bytes = component
+        .serialize()
+        .map_err(|e| anyhow::anyhow!("serializing: {e:#}"))?;
+    let tmp = tempfile_in(dir)?;
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+fn tempfile_in(dir: &Path) -> std::io::Result<PathBuf> {
+    Ok(dir.join(format!(".tmp-{}", uuid::Uuid::new_v4())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_bytes() {
+        assert!(matches!(
+            check_is_component(b"hello"),
+            Err(LoadError::NotWasm)
+        ));
+        assert!(matches!(
+            check_is_component(b"\0asm\x01\0\0\0"),
+            Err(LoadError::CoreModule)
+        ));
+        assert!(check_is_component(b"\0asm\x0d\0\x01\0").is_ok());
+        assert!(matches!(
+            check_is_component(b"\0asm"),
+            Err(LoadError::NotWasm)
+        ));
+    }
+}

@@ -1,0 +1,58 @@
+//! Engine configuration for a serverless host: pooling allocator, copy-on-write memory
+//! images, epoch interruption.
+
+use std::time::Duration;
+
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use super::RuntimeConfig;
+
+/// How often the epoch advances. Guests yield to the scheduler at each tick, so a busy
+/// loop cannot hold a tokio worker thread for longer than this.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Core instances, memories and tables a typical component needs; Rust `wasm32-wasip2`
+/// components use a handful of core instances (main module plus shims).
+const CORE_INSTANCES_PER_COMPONENT: u32 = 16;
+const MEMORIES_PER_COMPONENT: u32 = 2;
+const TABLES_PER_COMPONENT: u32 = 4;
+
+pub fn build(config: &RuntimeConfig) -> anyhow::Result<Engine> {
+    // Headroom over the concurrency limit: an instance is still being torn down while
+    // the next one starts.
+    let slots = config.max_concurrency.saturating_mul(2).max(4);
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(slots)
+        .total_core_instances(slots.saturating_mul(CORE_INSTANCES_PER_COMPONENT))
+        .total_memories(slots.saturating_mul(MEMORIES_PER_COMPONENT))
+        .total_tables(slots.saturating_mul(TABLES_PER_COMPONENT))
+        .total_stacks(slots)
+        .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
+        .max_memories_per_component(MEMORIES_PER_COMPONENT)
+        .max_tables_per_component(TABLES_PER_COMPONENT)
+        .max_memory_size(config.max_memory_bytes);
+
+    let mut cfg = Config::new();
+    cfg.wasm_component_model(true)
+        .epoch_interruption(true)
+        .memory_init_cow(true)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Engine::new(&cfg).map_err(|e| anyhow::anyhow!("configuring the wasmtime engine: {e:#}"))
+}
+
+/// Advances the engine's epoch from a plain thread until the engine is dropped.
+pub fn start_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    let spawned = std::thread::Builder::new()
+        .name("stratus-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "could not start the epoch thread; guests cannot be preempted");
+    }
+}

@@ -1,0 +1,99 @@
+//! The wasmtime runtime: one engine per worker, components loaded once into an
+//! `InstancePre`, a fresh instance per invocation.
+//!
+//! This module knows capabilities only through their traits and WIT hosts; it never
+//! names a concrete provider.
+
+mod app;
+mod body;
+mod cache;
+mod engine;
+mod imports;
+mod state;
+mod stdio;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use self::app::{App, InvocationError};
+pub use self::imports::LoadError;
+
+/// Limits and knobs for one worker's runtime.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Linear memory one instance may grow to.
+    pub max_memory_bytes: usize,
+    /// Wall-clock deadline of one invocation.
+    pub timeout: Duration,
+    /// Invocations running at once on this worker; more wait for a slot.
+    pub max_concurrency: u32,
+    /// Where compiled components are cached, keyed by content digest (`None` = no cache).
+    pub cache_dir: Option<PathBuf>,
+    /// Bytes of stdout/stderr kept per invocation; the rest is counted and dropped.
+    pub max_log_bytes: usize,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            max_memory_bytes: 128 << 20,
+            timeout: Duration::from_secs(30),
+            max_concurrency: 64,
+            cache_dir: None,
+            max_log_bytes: 64 << 10,
+        }
+    }
+}
+
+/// One per worker: the engine, its epoch ticker and the runtime limits.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<RuntimeInner>,
+}
+
+struct RuntimeInner {
+    engine: wasmtime::Engine,
+    config: RuntimeConfig,
+    concurrency: Arc<tokio::sync::Semaphore>,
+}
+
+impl Runtime {
+    pub fn new(config: RuntimeConfig) -> anyhow::Result<Self> {
+        let engine = engine::build(&config)?;
+        engine::start_epoch_ticker(&engine);
+        let concurrency = Arc::new(tokio::sync::Semaphore::new(config.max_concurrency as usize));
+        Ok(Self {
+            inner: Arc::new(RuntimeInner {
+                engine,
+                config,
+                concurrency,
+            }),
+        })
+    }
+
+    pub fn engine(&self) -> &wasmtime::Engine {
+        &self.inner.engine
+    }
+
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.inner.config
+    }
+
+    /// Validates, compiles (or loads from cache), checks imports against the bindings and
+    /// pre-instantiates a component.
+    pub fn load(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        capabilities: crate::capabilities::Capabilities,
+    ) -> Result<App, LoadError> {
+        let component = cache::compile(
+            &self.inner.engine,
+            bytes,
+            self.inner.config.cache_dir.as_deref(),
+        )?;
+        let linker = imports::link(&self.inner.engine, &component, &capabilities)?;
+        App::new(self.clone(), name, &linker, &component, capabilities)
+    }
+}

@@ -1,0 +1,90 @@
+//! Per-invocation store state: WASI contexts, the resource table, capability contexts
+//! and resource limits. A fresh one is built for every invocation.
+
+use std::sync::Arc;
+
+use wasmtime::StoreLimits;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+use super::stdio::CapturedOutput;
+use crate::capabilities::config::{ConfigValues, ConfigView};
+use crate::capabilities::keyvalue::host::{KvCtx, KvView};
+
+pub struct InvocationState {
+    pub(super) wasi: WasiCtx,
+    pub(super) http: WasiHttpCtx,
+    pub(super) hooks: OutboundHttp,
+    pub(super) table: ResourceTable,
+    pub(super) kv: KvCtx,
+    pub(super) config: ConfigValues,
+    pub(super) limits: StoreLimits,
+    pub(super) stdout: CapturedOutput,
+    pub(super) stderr: CapturedOutput,
+}
+
+impl InvocationState {
+    pub fn kv(&mut self) -> KvView<'_> {
+        KvView {
+            ctx: &mut self.kv,
+            table: &mut self.table,
+        }
+    }
+
+    pub fn config(&mut self) -> ConfigView<'_> {
+        ConfigView {
+            values: &self.config,
+        }
+    }
+}
+
+impl WasiView for InvocationState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for InvocationState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+/// Outbound HTTP is its own capability with an allow-list (a later issue); until then
+/// every outgoing request is refused with `HTTP-request-denied`.
+pub struct OutboundHttp;
+
+impl WasiHttpHooks for OutboundHttp {
+    fn send_request(
+        &mut self,
+        _request: http::Request<wasmtime_wasi_http::WasiBody>,
+        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = Result<
+                    (
+                        http::Response<wasmtime_wasi_http::WasiBody>,
+                        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+                    ),
+                    wasmtime_wasi_http::Error,
+                >,
+            > + Send,
+    > {
+        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+    }
+}
+
+pub(super) fn shared_config(config: &Option<ConfigValues>) -> ConfigValues {
+    config
+        .clone()
+        .unwrap_or_else(|| Arc::new(Default::default()))
+}

@@ -1,0 +1,3 @@
+//! Triggers: what starts an invocation.
+
+pub mod http;

@@ -1,0 +1,386 @@
+//! The key-value conformance suite: written once, run against every provider on real
+//! servers (Redis at `STRATUS_TEST_REDIS_URL`, DynamoDB at `AWS_ENDPOINT_URL`, e.g. the
+//! local AWS emulator started by `.ci/test`).
+
+// Test code: a panic is a failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use stratus_worker::binding::ProviderSpec;
+use stratus_worker::capabilities::keyvalue::{self, KeyValue, KvError, LIST_PAGE_SIZE};
+
+fn unique_ns(case: &str) -> String {
+    format!("conformance-{}/{case}", uuid::Uuid::new_v4())
+}
+
+async fn open(spec: &str) -> Arc<dyn KeyValue> {
+    let spec: ProviderSpec = spec.parse().unwrap();
+    let dir = tempfile::tempdir().unwrap().keep();
+    keyvalue::open_provider(&spec, &dir)
+        .await
+        .unwrap_or_else(|e| panic!("opening `{spec}`: {e}"))
+}
+
+fn redis_url() -> String {
+    std::env::var("STRATUS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+fn dynamo_spec() -> String {
+    let endpoint =
+        std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "http://127.0.0.1:5000".into());
+    format!("dynamo:table=stratus-conformance,region=us-east-1,endpoint={endpoint}")
+}
+
+pub async fn crud(kv: Arc<dyn KeyValue>) {
+    let ns = unique_ns("crud");
+    assert_eq!(kv.get(&ns, "missing").await.unwrap(), None);
+    assert!(!kv.exists(&ns, "missing").await.unwrap());
+    kv.delete(&ns, "missing").await.unwrap();
+
+    kv.set(&ns, "k", b"v1").await.unwrap();
+    assert_eq!(kv.get(&ns, "k").await.unwrap().as_deref(), Some(&b"v1"[..]));
+    assert!(kv.exists(&ns, "k").await.unwrap());
+    kv.set(&ns, "k", b"v2").await.unwrap();
+    assert_eq!(kv.get(&ns, "k").await.unwrap().as_deref(), Some(&b"v2"[..]));
+
+    kv.set(&ns, "empty", b"").await.unwrap();
+    assert_eq!(
+        kv.get(&ns, "empty").await.unwrap().as_deref(),
+        Some(&b""[..])
+    );
+
+    kv.delete(&ns, "k").await.unwrap();
+    assert_eq!(kv.get(&ns, "k").await.unwrap(), None);
+    assert!(!kv.exists(&ns, "k").await.unwrap());
+}
+
+pub async fn namespaces_are_isolated(kv: Arc<dyn KeyValue>) {
+    let a = unique_ns("iso");
+    let ab = format!("{a}b");
+    kv.set(&a, "k", b"a").await.unwrap();
+    kv.set(&ab, "k", b"ab").await.unwrap();
+    kv.set(&ab, "only-ab", b"x").await.unwrap();
+    assert_eq!(kv.get(&a, "k").await.unwrap().as_deref(), Some(&b"a"[..]));
+    assert_eq!(kv.get(&ab, "k").await.unwrap().as_deref(), Some(&b"ab"[..]));
+    assert_eq!(
+        kv.list_keys(&a, None).await.unwrap().keys,
+        vec!["k".to_string()]
+    );
+    kv.delete(&a, "k").await.unwrap();
+    assert_eq!(kv.get(&ab, "k").await.unwrap().as_deref(), Some(&b"ab"[..]));
+}
+
+pub async fn list_keys_pages_with_cursors(kv: Arc<dyn KeyValue>) {
+    let ns = unique_ns("list");
+    assert_eq!(
+        kv.list_keys(&ns, None).await.unwrap().keys,
+        Vec::<String>::new()
+    );
+    let total = LIST_PAGE_SIZE * 2 + 500;
+    let entries: Vec<(String, Vec<u8>)> = (0..total)
+        .map(|i| (format!("key-{i:05}"), i.to_string().into_bytes()))
+        .collect();
+    kv.set_many(&ns, &entries).await.unwrap();
+
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let page = kv.list_keys(&ns, cursor.as_deref()).await.unwrap();
+        seen.extend(page.keys);
+        pages += 1;
+        assert!(pages < 100, "cursor never ended");
+        match page.cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    // The page size is a provider hint (Redis HSCAN's COUNT), but 2.5 pages' worth of
+    // keys must take more than one page.
+    assert!(pages >= 2, "{total} keys came back in one page");
+    let unique: BTreeSet<_> = seen.iter().cloned().collect();
+    assert_eq!(unique.len(), seen.len(), "duplicate keys across pages");
+    let expected: BTreeSet<_> = entries.into_iter().map(|(k, _)| k).collect();
+    assert_eq!(unique, expected);
+}
+
+pub async fn batch_ops(kv: Arc<dyn KeyValue>) {
+    let ns = unique_ns("batch");
+    let entries: Vec<(String, Vec<u8>)> = (0..60)
+        .map(|i| (format!("b{i}"), format!("v{i}").into_bytes()))
+        .collect();
+    kv.set_many(&ns, &entries).await.unwrap();
+    let keys = vec![
+        "b1".to_string(),
+        "nope".to_string(),
+        "b59".to_string(),
+        "b1".to_string(),
+    ];
+    let got = kv.get_many(&ns, &keys).await.unwrap();
+    assert_eq!(
+        got,
+        vec![
+            Some(b"v1".to_vec()),
+            None,
+            Some(b"v59".to_vec()),
+            Some(b"v1".to_vec())
+        ]
+    );
+    let doomed: Vec<String> = (0..50)
+        .map(|i| format!("b{i}"))
+        .chain(["nope".into()])
+        .collect();
+    kv.delete_many(&ns, &doomed).await.unwrap();
+    assert_eq!(kv.get(&ns, "b0").await.unwrap(), None);
+    assert_eq!(
+        kv.get(&ns, "b55").await.unwrap().as_deref(),
+        Some(&b"v55"[..])
+    );
+    assert_eq!(
+        kv.get_many(&ns, &[]).await.unwrap(),
+        Vec::<Option<Vec<u8>>>::new()
+    );
+    kv.set_many(&ns, &[]).await.unwrap();
+    kv.delete_many(&ns, &[]).await.unwrap();
+}
+
+pub async fn increment(kv: Arc<dyn KeyValue>) {
+    let ns = unique_ns("incr");
+    assert_eq!(kv.increment(&ns, "n", 5).await.unwrap(), 5);
+    assert_eq!(kv.increment(&ns, "n", -7).await.unwrap(), -2);
+    assert_eq!(kv.get(&ns, "n").await.unwrap().as_deref(), Some(&b"-2"[..]));
+    kv.set(&ns, "text", b"forty").await.unwrap();
+    assert!(matches!(
+        kv.increment(&ns, "text", 1).await,
+        Err(KvError::NotAnInteger(_))
+    ));
+    kv.set(&ns, "ten", b"10").await.unwrap();
+    assert_eq!(kv.increment(&ns, "ten", 1).await.unwrap(), 11);
+    kv.set(&ns, "big", i64::MAX.to_string().as_bytes())
+        .await
+        .unwrap();
+    assert!(matches!(
+        kv.increment(&ns, "big", 1).await,
+        Err(KvError::Overflow(_))
+    ));
+    assert_eq!(
+        kv.get(&ns, "big").await.unwrap(),
+        Some(i64::MAX.to_string().into_bytes())
+    );
+}
+
+pub async fn compare_and_swap(kv: Arc<dyn KeyValue>) {
+    let ns = unique_ns("cas");
+    assert!(kv.compare_and_swap(&ns, "c", None, b"1").await.unwrap());
+    assert!(!kv.compare_and_swap(&ns, "c", None, b"x").await.unwrap());
+    assert!(
+        !kv.compare_and_swap(&ns, "c", Some(b"0"), b"x")
+            .await
+            .unwrap()
+    );
+    assert!(
+        kv.compare_and_swap(&ns, "c", Some(b"1"), b"2")
+            .await
+            .unwrap()
+    );
+    assert_eq!(kv.get(&ns, "c").await.unwrap().as_deref(), Some(&b"2"[..]));
+}
+
+const WRITERS: usize = 8;
+const ROUNDS: usize = 20;
+
+pub async fn concurrent_writers(kv: Arc<dyn KeyValue>) {
+    let ns = unique_ns("concurrent");
+    let mut tasks = Vec::new();
+    for _ in 0..WRITERS {
+        let (kv, ns) = (kv.clone(), ns.clone());
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..ROUNDS {
+                kv.increment(&ns, "incr", 1).await.unwrap();
+                loop {
+                    let seen = kv.get(&ns, "cas").await.unwrap();
+                    let n: u64 = seen
+                        .as_deref()
+                        .map(|v| std::str::from_utf8(v).unwrap().parse().unwrap())
+                        .unwrap_or(0);
+                    let next = (n + 1).to_string();
+                    if kv
+                        .compare_and_swap(&ns, "cas", seen.as_deref(), next.as_bytes())
+                        .await
+                        .unwrap()
+                    {
+                        break;
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let want = (WRITERS * ROUNDS).to_string().into_bytes();
+    assert_eq!(kv.get(&ns, "incr").await.unwrap(), Some(want.clone()));
+    assert_eq!(
+        kv.get(&ns, "cas").await.unwrap(),
+        Some(want),
+        "a CAS update was lost"
+    );
+}
+
+pub async fn large_values(kv: Arc<dyn KeyValue>) {
+    let ns = unique_ns("large");
+    let big: Vec<u8> = (0..(1 << 20)).map(|i: u32| (i % 251) as u8).collect();
+    let result = kv.set(&ns, "big", &big).await;
+    if kv.name() == "dynamo" {
+        // DynamoDB caps items at 400 KB: the provider must say so, not corrupt data.
+        let err = result.unwrap_err().to_string();
+        assert!(err.contains("400 KB"), "unhelpful error: {err}");
+        let fits = &big[..300 * 1024];
+        kv.set(&ns, "fits", fits).await.unwrap();
+        assert_eq!(kv.get(&ns, "fits").await.unwrap().as_deref(), Some(fits));
+    } else {
+        result.unwrap();
+        assert_eq!(kv.get(&ns, "big").await.unwrap(), Some(big));
+    }
+}
+
+pub async fn unusual_keys_and_binary_values(kv: Arc<dyn KeyValue>) {
+    let ns = unique_ns("keys");
+    let keys = [
+        "ключ",
+        "🔑/😀",
+        "a\0b",
+        "line\nbreak",
+        " spaced ",
+        "glob*?[]\\",
+        "stratus:kv:other",
+        "%2F..%00",
+    ];
+    let binary: Vec<u8> = (0..=255u8).collect();
+    for key in keys {
+        kv.set(&ns, key, &binary).await.unwrap();
+    }
+    for key in keys {
+        assert_eq!(
+            kv.get(&ns, key).await.unwrap().as_deref(),
+            Some(binary.as_slice()),
+            "key {key:?}"
+        );
+    }
+    let listed: BTreeSet<String> = kv
+        .list_keys(&ns, None)
+        .await
+        .unwrap()
+        .keys
+        .into_iter()
+        .collect();
+    let expected: BTreeSet<String> = keys.iter().map(|k| k.to_string()).collect();
+    assert_eq!(listed, expected);
+}
+
+macro_rules! conformance {
+    ($provider:ident, $open:expr) => {
+        mod $provider {
+            use super::*;
+            conformance!(@case $open; crud, namespaces_are_isolated, list_keys_pages_with_cursors,
+                batch_ops, increment, compare_and_swap, concurrent_writers, large_values,
+                unusual_keys_and_binary_values);
+        }
+    };
+    (@case $open:expr; $($case:ident),*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let kv = $open;
+                tokio::time::timeout(Duration::from_secs(120), super::$case(kv))
+                    .await
+                    .expect("conformance case hung");
+            }
+        )*
+    };
+}
+
+conformance!(memory, open("memory").await);
+conformance!(embedded, open("embedded").await);
+conformance!(redis, open(&format!("redis:url={}", redis_url())).await);
+conformance!(dynamo, open(&dynamo_spec()).await);
+
+#[tokio::test]
+async fn a_redis_that_is_down_is_an_error_not_a_hang() {
+    let spec: ProviderSpec = "redis:url=redis://127.0.0.1:1".parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let result = tokio::time::timeout(
+        Duration::from_secs(30),
+        keyvalue::open_provider(&spec, dir.path()),
+    )
+    .await
+    .expect("connecting to a dead Redis hung");
+    let err = result.err().expect("connected to nothing").to_string();
+    assert!(
+        err.contains("127.0.0.1:1"),
+        "error does not say where: {err}"
+    );
+}
+
+#[tokio::test]
+async fn a_redis_that_dies_mid_session_gives_errors_then_recovers() {
+    use tokio::net::{TcpListener, TcpStream};
+    // A TCP relay to the real Redis that the test can cut.
+    let relay = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = relay.local_addr().unwrap();
+    let target = redis_url()
+        .trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .to_string();
+    let (cut_tx, cut_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut inbound, _)) = relay.accept().await else {
+                return;
+            };
+            let target = target.clone();
+            let mut cut = cut_rx.clone();
+            tokio::spawn(async move {
+                if *cut.borrow() {
+                    return;
+                }
+                let Ok(mut outbound) = TcpStream::connect(&target).await else {
+                    return;
+                };
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                    _ = cut.wait_for(|c| *c) => {}
+                }
+            });
+        }
+    });
+    let kv = open(&format!("redis:url=redis://{addr}")).await;
+    let ns = unique_ns("outage");
+    kv.set(&ns, "k", b"v").await.unwrap();
+
+    cut_tx.send(true).unwrap();
+    let during = tokio::time::timeout(Duration::from_secs(60), kv.get(&ns, "k"))
+        .await
+        .expect("a get against a dead Redis hung");
+    assert!(during.is_err(), "read succeeded through a cut connection");
+
+    cut_tx.send(false).unwrap();
+    let mut recovered = false;
+    for _ in 0..50 {
+        if let Ok(Some(v)) = kv.get(&ns, "k").await {
+            assert_eq!(v, b"v");
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(recovered, "provider never reconnected");
+}
