@@ -5,6 +5,11 @@ mod dev;
 
 use clap::{Parser, Subcommand};
 
+// Every invocation allocates a fresh store, contexts and tables; mimalloc keeps that
+// off glibc malloc's slow paths.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "fnctl", version, about = "Run and manage Stratus functions")]
 struct Cli {

@@ -6,7 +6,6 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Store, StoreLimitsBuilder};
 use wasmtime_wasi::WasiCtx;
@@ -24,7 +23,7 @@ use crate::capabilities::keyvalue::host::KvCtx;
 
 pub type Response = hyper::Response<HyperOutgoingBody>;
 
-use super::body::GuardedBody;
+use super::body::{GuardedBody, GuestRun};
 
 /// Why an invocation produced no guest response.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +62,16 @@ impl InvocationError {
         );
         resp
     }
+}
+
+/// A unique id per invocation: a random per-process prefix and a counter, so minting one
+/// costs no system call on the hot path.
+fn invocation_id() -> String {
+    static PREFIX: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| uuid::Uuid::new_v4().simple().to_string());
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}-{n:x}", PREFIX.get(..12).unwrap_or(PREFIX.as_str()))
 }
 
 pub struct App {
@@ -131,8 +140,12 @@ impl App {
     }
 
     /// Runs one HTTP request in a fresh instance. Never fails: guest faults become 5xx.
-    pub async fn handle(self: &Arc<Self>, req: hyper::Request<Incoming>) -> Response {
-        let invocation = uuid::Uuid::new_v4().to_string();
+    pub async fn handle<B>(self: &Arc<Self>, req: hyper::Request<B>) -> Response
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        let invocation = invocation_id();
         match self.invoke(req, &invocation).await {
             Ok(resp) => resp,
             Err(e) => {
@@ -142,11 +155,15 @@ impl App {
         }
     }
 
-    async fn invoke(
+    async fn invoke<B>(
         self: &Arc<Self>,
-        req: hyper::Request<Incoming>,
+        req: hyper::Request<B>,
         invocation: &str,
-    ) -> Result<Response, InvocationError> {
+    ) -> Result<Response, InvocationError>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
         let permit = self
             .runtime
             .inner
@@ -157,7 +174,6 @@ impl App {
             .map_err(|e| InvocationError::Host(e.to_string()))?;
         let mut store = self.new_store();
         let (sender, receiver) = tokio::sync::oneshot::channel();
-        let (outcome_tx, outcome_rx) = tokio::sync::oneshot::channel();
         let host = |e: wasmtime::Error| InvocationError::Host(format!("{e:#}"));
         let req = store
             .data_mut()
@@ -173,9 +189,7 @@ impl App {
         let app = self.clone();
         let id = invocation.to_string();
         let timeout = self.runtime.config().timeout;
-        // The guest runs in its own task so it can keep streaming the body after the
-        // response head has been handed to hyper.
-        let task = tokio::spawn(async move {
+        let mut run: GuestRun = Box::pin(async move {
             let _permit = permit;
             let started = Instant::now();
             let outcome = tokio::time::timeout(timeout, async {
@@ -192,19 +206,38 @@ impl App {
                 Ok(Err(trap)) => Err(InvocationError::Trap(format!("{trap:#}"))),
                 Ok(Ok(())) => Ok(()),
             };
-            let _ = outcome_tx.send(outcome.is_ok());
-            tracing::debug!(app = %app.name, invocation = %id, elapsed_us = started.elapsed().as_micros() as u64, ok = outcome.is_ok(), "invocation finished");
+            tracing::debug!(
+                app = %app.name,
+                invocation = %id,
+                elapsed_us = started.elapsed().as_micros() as u64,
+                ok = outcome.is_ok(),
+                "invocation finished"
+            );
             outcome
         });
 
-        match receiver.await {
-            Ok(Ok(resp)) => Ok(resp.map(|body| GuardedBody::new(body, outcome_rx).boxed_unsync())),
-            Ok(Err(code)) => Err(InvocationError::Guest(code)),
-            // The sender was dropped with the store: the guest never set a response.
-            Err(_) => match task.await {
-                Ok(Ok(())) => Err(InvocationError::NoResponse),
-                Ok(Err(e)) => Err(e),
-                Err(e) => Err(InvocationError::Host(e.to_string())),
+        // Run the guest until it sets the response head (or finishes without one); the
+        // response body then drives the rest of the run.
+        let mut receiver = receiver;
+        tokio::select! {
+            biased;
+            head = &mut receiver => match head {
+                Ok(Ok(resp)) => Ok(resp.map(|body| GuardedBody::running(body, run).boxed_unsync())),
+                Ok(Err(code)) => {
+                    // Let the guest finish (and its logs ship) without holding the client.
+                    tokio::spawn(run);
+                    Err(InvocationError::Guest(code))
+                }
+                // The sender went away with the store: the guest is done.
+                Err(_) => match run.await {
+                    Ok(()) => Err(InvocationError::NoResponse),
+                    Err(e) => Err(e),
+                },
+            },
+            outcome = &mut run => match receiver.try_recv() {
+                Ok(Ok(resp)) => Ok(resp.map(|body| GuardedBody::finished(body, outcome.is_ok()).boxed_unsync())),
+                Ok(Err(code)) => Err(InvocationError::Guest(code)),
+                Err(_) => Err(outcome.err().unwrap_or(InvocationError::NoResponse)),
             },
         }
     }
