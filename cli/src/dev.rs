@@ -53,11 +53,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         .with_context(|| format!("reading {}", args.component.display()))?;
     let name = match &args.app {
         Some(n) => n.clone(),
-        None => args
-            .component
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "app".into()),
+        None => default_app_name(&args.component),
     };
     let data_dir = args
         .data_dir
@@ -82,6 +78,26 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     println!("Serving {name} on http://{addr}");
     stratus_worker::trigger::http::serve(listener, Arc::new(app), shutdown_signal()).await?;
     Ok(())
+}
+
+/// The file name, with characters app names may not hold replaced by `-`.
+fn default_app_name(path: &std::path::Path) -> String {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name: String = stem
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(128)
+        .collect();
+    if name.is_empty() { "app".into() } else { name }
 }
 
 async fn shutdown_signal() {

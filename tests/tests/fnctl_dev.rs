@@ -34,6 +34,21 @@ fn bad_binding_is_refused() {
 }
 
 #[test]
+fn app_names_that_could_alias_another_apps_keys_are_refused() {
+    let hello = wasm("hello");
+    let (ok, _, err) = fnctl(&[
+        "dev",
+        hello.to_str().unwrap(),
+        "--app",
+        "shop/admin",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("invalid app name `shop/admin`"), "{err}");
+}
+
+#[test]
 fn unknown_provider_and_option_are_refused() {
     let counter = wasm("counter");
     let (ok, _, err) = fnctl(&[

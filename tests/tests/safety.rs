@@ -136,3 +136,26 @@ async fn many_concurrent_requests_all_succeed() {
         assert_eq!(t.await.unwrap(), 200);
     }
 }
+
+#[tokio::test]
+async fn a_saturated_worker_answers_503_then_recovers() {
+    let mut dev = Dev::start(
+        &wasm("hostile"),
+        &["--timeout-ms", "1500", "--max-concurrency", "1"],
+    );
+    let spin = |url: String| {
+        tokio::spawn(async move { Http::default().get(&format!("{url}/loop")).await })
+    };
+    // The first loop holds the only slot; the second queues behind it (fairly, in order).
+    let first = spin(dev.url.clone());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let second = spin(dev.url.clone());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let http = Http::default();
+    let refused = http.get(&format!("{}/ok", dev.url)).await;
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    assert!(refused.text().contains("concurrency limit"));
+    assert_eq!(first.await.unwrap().status, 504);
+    assert_eq!(second.await.unwrap().status, 504);
+    still_serves(&mut dev, &http).await;
+}

@@ -38,12 +38,15 @@ pub enum InvocationError {
     Guest(ErrorCode),
     #[error("the worker failed to run the function: {0}")]
     Host(String),
+    #[error("the worker is at its concurrency limit; retry later")]
+    Overloaded,
 }
 
 impl InvocationError {
     pub fn status(&self) -> http::StatusCode {
         match self {
             InvocationError::Timeout(_) => http::StatusCode::GATEWAY_TIMEOUT,
+            InvocationError::Overloaded => http::StatusCode::SERVICE_UNAVAILABLE,
             _ => http::StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -164,13 +167,11 @@ impl App {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
-        let permit = self
-            .runtime
-            .inner
-            .concurrency
-            .clone()
-            .acquire_owned()
+        let timeout = self.runtime.config().timeout;
+        let slot = self.runtime.inner.concurrency.clone().acquire_owned();
+        let permit = tokio::time::timeout(timeout, slot)
             .await
+            .map_err(|_| InvocationError::Overloaded)?
             .map_err(|e| InvocationError::Host(e.to_string()))?;
         let mut store = self.new_store();
         let (sender, receiver) = tokio::sync::oneshot::channel();
@@ -188,7 +189,6 @@ impl App {
 
         let app = self.clone();
         let id = invocation.to_string();
-        let timeout = self.runtime.config().timeout;
         let mut run: GuestRun = Box::pin(async move {
             let _permit = permit;
             let started = Instant::now();

@@ -35,6 +35,8 @@ pub enum LoadError {
     NoHttpHandler(String),
     #[error("linking failed: {0}")]
     Link(String),
+    #[error("invalid app name `{0}`: use 1-128 characters from A-Z a-z 0-9 - _ .")]
+    InvalidAppName(String),
 }
 
 /// What one import of a component is served by.
@@ -140,6 +142,18 @@ pub fn link(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn app_names_cannot_alias_namespaces() {
+        use super::super::check_app_name;
+        assert!(check_app_name("shop-api_v2.1").is_ok());
+        for bad in ["", "a/b", "a b", "ключ", "a:b", &"x".repeat(129)] {
+            assert!(
+                matches!(check_app_name(bad), Err(LoadError::InvalidAppName(_))),
+                "{bad:?}"
+            );
+        }
+    }
 
     #[test]
     fn classifies_known_and_unknown_imports() {

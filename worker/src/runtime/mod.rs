@@ -24,7 +24,8 @@ pub use self::imports::LoadError;
 pub struct RuntimeConfig {
     /// Linear memory one instance may grow to.
     pub max_memory_bytes: usize,
-    /// Wall-clock deadline of one invocation.
+    /// Wall-clock deadline of one invocation (also how long a request may wait for a
+    /// concurrency slot before it is refused with 503).
     pub timeout: Duration,
     /// Invocations running at once on this worker; more wait for a slot.
     pub max_concurrency: u32,
@@ -43,6 +44,22 @@ impl Default for RuntimeConfig {
             cache_dir: None,
             max_log_bytes: 64 << 10,
         }
+    }
+}
+
+/// App names become the first segment of every key-value namespace (`APP/BUCKET`), so
+/// they must never contain `/`: otherwise app `a` opening bucket `b/c` would reach app
+/// `a/b`'s bucket `c`.
+pub fn check_app_name(name: &str) -> Result<(), LoadError> {
+    let valid = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if valid {
+        Ok(())
+    } else {
+        Err(LoadError::InvalidAppName(name.to_string()))
     }
 }
 
@@ -88,6 +105,7 @@ impl Runtime {
         bytes: &[u8],
         capabilities: crate::capabilities::Capabilities,
     ) -> Result<App, LoadError> {
+        check_app_name(name)?;
         let component = cache::compile(
             &self.inner.engine,
             bytes,
