@@ -297,3 +297,42 @@ async fn unbound_bucket_is_a_guest_error_not_a_crash() {
         200
     );
 }
+
+#[tokio::test]
+async fn guest_limits_are_errors_the_guest_can_read() {
+    let dev = Dev::start(
+        &wasm("kv-draft2"),
+        &["--bind", "kv=memory", "--bind", "config.mode=e2e"],
+    );
+    let http = Http::default();
+    let long_key = "k".repeat(1025);
+    let r = http
+        .put(&format!("{}/set?key={long_key}", dev.url), "v")
+        .await;
+    assert_eq!(r.status, 500);
+    assert!(
+        r.text().contains("exceeds the 1024-byte limit"),
+        "{}",
+        r.text()
+    );
+
+    let keys = vec!["k"; 1001].join(",");
+    let r = http.get(&format!("{}/get-many?keys={keys}", dev.url)).await;
+    assert_eq!(r.status, 500);
+    assert!(
+        r.text()
+            .contains("batch of 1001 keys exceeds the limit of 1000"),
+        "{}",
+        r.text()
+    );
+
+    // Within the limits, duplicates come back once per request.
+    http.put(&format!("{}/set?key=k", dev.url), "v").await;
+    let keys = ["k"; 3].join(",");
+    assert_eq!(
+        http.get(&format!("{}/get-many?keys={keys}", dev.url))
+            .await
+            .text(),
+        "k=v\nk=v\nk=v"
+    );
+}

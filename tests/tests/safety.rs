@@ -159,3 +159,51 @@ async fn a_saturated_worker_answers_503_then_recovers() {
     assert_eq!(second.await.unwrap().status, 504);
     still_serves(&mut dev, &http).await;
 }
+
+async fn raw_request(url: &str, request: &[u8]) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    s.write_all(request).await.unwrap();
+    s
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_cannot_hold_a_slot() {
+    let mut dev = Dev::start(
+        &wasm("hostile"),
+        &["--timeout-ms", "1500", "--max-concurrency", "1"],
+    );
+    // Ask for 64 MiB and never read it: the guest blocks on a full socket.
+    let stuck = raw_request(&dev.url, b"GET /big HTTP/1.1\r\nHost: stratus\r\n\r\n").await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // The stalled write hit its deadline and released the only slot.
+    still_serves(&mut dev, &Http::default()).await;
+    drop(stuck);
+}
+
+#[tokio::test]
+async fn a_request_without_a_host_is_a_400() {
+    use tokio::io::AsyncReadExt;
+    let mut dev = hostile();
+    let mut s = raw_request(&dev.url, b"GET /ok HTTP/1.1\r\nConnection: close\r\n\r\n").await;
+    let mut reply = Vec::new();
+    s.read_to_end(&mut reply).await.unwrap();
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+    still_serves(&mut dev, &Http::default()).await;
+}
+
+#[tokio::test]
+async fn head_requests_are_answered_and_the_worker_keeps_serving() {
+    let mut dev = hostile();
+    let http = Http::default();
+    let r = http
+        .send("HEAD", &format!("{}/ok", dev.url), Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.body.is_empty());
+    still_serves(&mut dev, &http).await;
+}

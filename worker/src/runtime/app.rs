@@ -23,6 +23,10 @@ use crate::capabilities::keyvalue::host::KvCtx;
 
 pub type Response = hyper::Response<HyperOutgoingBody>;
 
+/// Live resources (streams, fields, buckets, …) one invocation may hold; a plain HTTP
+/// handler needs a few dozen.
+const MAX_RESOURCES: usize = 10_000;
+
 use super::body::{GuardedBody, GuestRun};
 
 /// Why an invocation produced no guest response.
@@ -40,6 +44,8 @@ pub enum InvocationError {
     Host(String),
     #[error("the worker is at its concurrency limit; retry later")]
     Overloaded,
+    #[error("malformed request: {0}")]
+    BadRequest(String),
 }
 
 impl InvocationError {
@@ -47,12 +53,29 @@ impl InvocationError {
         match self {
             InvocationError::Timeout(_) => http::StatusCode::GATEWAY_TIMEOUT,
             InvocationError::Overloaded => http::StatusCode::SERVICE_UNAVAILABLE,
+            InvocationError::BadRequest(_) => http::StatusCode::BAD_REQUEST,
             _ => http::StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
+    /// What the HTTP client sees: the category and the invocation id to find the details
+    /// (trap backtraces, host errors) in the worker's log, never the details themselves.
+    fn public_message(&self) -> String {
+        match self {
+            InvocationError::Timeout(d) => format!("the function exceeded its {d:?} deadline"),
+            InvocationError::Trap(_) => "the function trapped".into(),
+            InvocationError::NoResponse => {
+                "the function returned without sending a response".into()
+            }
+            InvocationError::Guest(_) => "the function failed".into(),
+            InvocationError::Host(_) => "the worker failed to run the function".into(),
+            InvocationError::Overloaded => self.to_string(),
+            InvocationError::BadRequest(_) => "malformed request".into(),
+        }
+    }
+
     pub fn into_response(self, invocation: &str) -> Response {
-        let body = format!("{self}\ninvocation: {invocation}\n");
+        let body = format!("{}\ninvocation: {invocation}\n", self.public_message());
         let mut resp = hyper::Response::new(
             Full::new(Bytes::from(body))
                 .map_err(|never| match never {})
@@ -109,6 +132,11 @@ impl App {
         &self.name
     }
 
+    /// The invocation deadline; also how long the trigger lets a response write stall.
+    pub fn timeout(&self) -> std::time::Duration {
+        self.runtime.config().timeout
+    }
+
     fn new_store(&self) -> Store<InvocationState> {
         let config = self.runtime.config();
         let stdout = CapturedOutput::new(config.max_log_bytes);
@@ -123,7 +151,7 @@ impl App {
             .tables(64)
             .memories(8)
             .build();
-        let state = InvocationState {
+        let mut state = InvocationState {
             wasi,
             http: WasiHttpCtx::new(),
             hooks: OutboundHttp,
@@ -134,6 +162,7 @@ impl App {
             stdout,
             stderr,
         };
+        state.table.set_max_capacity(MAX_RESOURCES);
         let mut store = Store::new(self.runtime.engine(), state);
         store.limiter(|s| &mut s.limits);
         // Yield to the scheduler at every epoch tick: a spinning guest shares its thread;
@@ -152,7 +181,14 @@ impl App {
         match self.invoke(req, &invocation).await {
             Ok(resp) => resp,
             Err(e) => {
-                tracing::warn!(app = %self.name, %invocation, error = %e, "invocation failed");
+                match &e {
+                    InvocationError::BadRequest(_) => {
+                        tracing::debug!(app = %self.name, %invocation, error = %e, "bad request")
+                    }
+                    _ => {
+                        tracing::warn!(app = %self.name, %invocation, error = %e, "invocation failed")
+                    }
+                }
                 e.into_response(&invocation)
             }
         }
@@ -176,11 +212,12 @@ impl App {
         let mut store = self.new_store();
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let host = |e: wasmtime::Error| InvocationError::Host(format!("{e:#}"));
+        // Fails only on what the client sent (e.g. no usable Host header).
         let req = store
             .data_mut()
             .http()
             .new_incoming_request(Scheme::Http, req)
-            .map_err(host)?;
+            .map_err(|e| InvocationError::BadRequest(format!("{e:#}")))?;
         let out = store
             .data_mut()
             .http()

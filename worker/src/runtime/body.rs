@@ -44,6 +44,19 @@ impl GuardedBody {
     }
 }
 
+impl Drop for GuardedBody {
+    /// hyper drops the body early for HEAD, 204 and 304, once `Content-Length` bytes are
+    /// out, or when the client goes away: the guest still runs to the end (its permit,
+    /// deadline and log shipping travel with it), just not on the client's time.
+    fn drop(&mut self) {
+        if let Some(guest) = self.guest.take()
+            && let Ok(handle) = tokio::runtime::Handle::try_current()
+        {
+            handle.spawn(guest);
+        }
+    }
+}
+
 impl Body for GuardedBody {
     type Data = Bytes;
     type Error = wasmtime_wasi_http::Error;

@@ -1,3 +1,4 @@
 //! Triggers: what starts an invocation.
 
 pub mod http;
+mod stall;

@@ -1,7 +1,7 @@
 //! A guest that misbehaves on request, to prove a guest can never hurt the worker.
 //!
 //! `/ok` answers normally; `/loop`, `/oom`, `/recurse`, `/trap-mid-body`, `/flood` and
-//! `/echo` each do what their names say.
+//! `/echo` and `/big` (a 64 MiB response) each do what their names say.
 
 use std::hint::black_box;
 
@@ -85,6 +85,21 @@ impl wasip2::exports::http::incoming_handler::Guest for Hostile {
                 respond(out, 200, b"flooded\n");
             }
             "/echo" => echo(request, out),
+            "/big" => {
+                // 64 MiB, streamed: more than any socket buffer holds.
+                let response = OutgoingResponse::new(Fields::new());
+                let Ok(body) = response.body() else { return };
+                ResponseOutparam::set(out, Ok(response));
+                let Ok(stream) = body.write() else { return };
+                let chunk = [b'x'; 4096];
+                for _ in 0..(64 * 256) {
+                    if stream.blocking_write_and_flush(&chunk).is_err() {
+                        return;
+                    }
+                }
+                drop(stream);
+                let _ = OutgoingBody::finish(body, None);
+            }
             _ => respond(out, 404, b"unknown route\n"),
         }
     }

@@ -114,6 +114,24 @@ fn check_size(ns: &str, key: &str, value: &[u8]) -> Result<(), KvError> {
     Ok(())
 }
 
+/// DynamoDB hands back unprocessed batch items when throttled: retry them with
+/// exponential backoff, a bounded number of times.
+async fn backoff(attempt: &mut u32) -> Result<(), KvError> {
+    const MAX_ATTEMPTS: u32 = 8;
+    if *attempt >= MAX_ATTEMPTS {
+        return Err(KvError::provider(
+            NAME,
+            format!("batch still throttled after {MAX_ATTEMPTS} attempts"),
+        ));
+    }
+    if *attempt > 0 {
+        let delay = Duration::from_millis(25u64 << (*attempt).min(6));
+        tokio::time::sleep(delay).await;
+    }
+    *attempt += 1;
+    Ok(())
+}
+
 /// Keeps the last occurrence of each key: DynamoDB refuses duplicates within one batch.
 fn dedup_last<T>(items: impl IntoIterator<Item = (String, T)>) -> Vec<(String, T)> {
     let mut map: HashMap<String, T> = HashMap::new();
@@ -324,9 +342,10 @@ impl KeyValue for DynamoStore {
             .table_name(&self.table)
             .set_item(Some(item));
         put = match expected {
+            // Absent means what `get` reports as absent: no value attribute.
             None => put
-                .condition_expression("attribute_not_exists(#pk)")
-                .expression_attribute_names("#pk", PK),
+                .condition_expression("attribute_not_exists(#v)")
+                .expression_attribute_names("#v", VALUE),
             Some(old) => put
                 .condition_expression("#v = :old")
                 .expression_attribute_names("#v", VALUE)
@@ -356,7 +375,9 @@ impl KeyValue for DynamoStore {
                 self.table.clone(),
                 request.build().map_err(build_err)?,
             )]));
+            let mut attempt = 0;
             while let Some(items) = pending.take().filter(|m| !m.is_empty()) {
+                backoff(&mut attempt).await?;
                 let out = self
                     .client
                     .batch_get_item()
@@ -412,7 +433,9 @@ impl DynamoStore {
     async fn batch_write(&self, writes: Vec<WriteRequest>) -> Result<(), KvError> {
         for chunk in writes.chunks(BATCH_WRITE_MAX) {
             let mut pending = Some(HashMap::from([(self.table.clone(), chunk.to_vec())]));
+            let mut attempt = 0;
             while let Some(items) = pending.take().filter(|m| !m.is_empty()) {
+                backoff(&mut attempt).await?;
                 let out = self
                     .client
                     .batch_write_item()

@@ -1,11 +1,15 @@
 //! `wasi:keyvalue` host: one implementation over [`KeyValue`] serving both revisions in
 //! the wild (`0.2.0-draft`, wasmtime/wasmCloud; `0.2.0-draft2`, Spin).
+//!
+//! Every operation goes through [`KvView`]'s checked core, which enforces the guest
+//! [`limits`] and logs provider failures once; the revision adapters only convert types.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use wasmtime::component::{HasData, Resource, ResourceTable};
 
-use super::{KeyValue, KvBindings, KvError, KvRevision};
+use super::{KeyPage, KeyValue, KvBindings, KvError, KvRevision, limits};
 use crate::generated::wasi::keyvalue0_2_0_draft as draft;
 use crate::generated::wasi::keyvalue0_2_0_draft2 as draft2;
 
@@ -23,12 +27,20 @@ pub struct Cas {
     seen: Option<Vec<u8>>,
 }
 
+impl Cas {
+    fn held_bytes(&self) -> usize {
+        self.key.len() + self.seen.as_ref().map_or(0, Vec::len)
+    }
+}
+
 /// Per-invocation key-value state.
 pub struct KvCtx {
     bindings: Arc<KvBindings>,
     app: Arc<str>,
     /// draft's cursors are `u64`; providers' are strings. Cursor `n` is `cursors[n - 1]`.
     cursors: Vec<String>,
+    /// Bytes held by open CAS handles, bounded by `MAX_CAS_BYTES`.
+    cas_bytes: usize,
 }
 
 impl KvCtx {
@@ -37,6 +49,7 @@ impl KvCtx {
             bindings,
             app,
             cursors: Vec::new(),
+            cas_bytes: 0,
         }
     }
 }
@@ -53,10 +66,113 @@ impl HasData for KvData {
     type Data<'a> = KvView<'a>;
 }
 
+/// Outer error: a trap (host bug or resource-table misuse); inner: the guest's error.
 type HostResult<T, E> = wasmtime::Result<Result<T, E>>;
 
+fn limit(what: String) -> KvError {
+    KvError::Limit(what)
+}
+
+fn check_key(key: &str) -> Result<(), KvError> {
+    if key.len() > limits::MAX_KEY_BYTES {
+        return Err(limit(format!(
+            "key of {} bytes exceeds the {}-byte limit",
+            key.len(),
+            limits::MAX_KEY_BYTES
+        )));
+    }
+    Ok(())
+}
+
+fn check_value(key: &str, value: &[u8]) -> Result<(), KvError> {
+    check_key(key)?;
+    if value.len() > limits::MAX_VALUE_BYTES {
+        return Err(limit(format!(
+            "value of {} bytes for key `{key}` exceeds the {}-byte limit",
+            value.len(),
+            limits::MAX_VALUE_BYTES
+        )));
+    }
+    Ok(())
+}
+
+fn check_batch<T>(items: &[T], key_of: impl Fn(&T) -> &str) -> Result<(), KvError> {
+    if items.len() > limits::MAX_BATCH_KEYS {
+        return Err(limit(format!(
+            "batch of {} keys exceeds the limit of {}",
+            items.len(),
+            limits::MAX_BATCH_KEYS
+        )));
+    }
+    items.iter().try_for_each(|i| check_key(key_of(i)))
+}
+
+/// Reads in small chunks of distinct keys so the bytes a guest can make the host hold
+/// stay bounded by `MAX_BATCH_READ_BYTES`, whatever it asks for.
+async fn bounded_get_many(
+    store: &dyn KeyValue,
+    ns: &str,
+    keys: &[String],
+) -> Result<Vec<Option<Vec<u8>>>, KvError> {
+    const CHUNK: usize = 16;
+    let mut distinct: Vec<String> = keys.to_vec();
+    distinct.sort_unstable();
+    distinct.dedup();
+    let too_much = || {
+        limit(format!(
+            "get-many would return more than {} bytes; fetch fewer keys per call",
+            limits::MAX_BATCH_READ_BYTES
+        ))
+    };
+    let mut found: HashMap<String, Vec<u8>> = HashMap::new();
+    let mut fetched = 0usize;
+    for chunk in distinct.chunks(CHUNK) {
+        for (key, value) in chunk.iter().zip(store.get_many(ns, chunk).await?) {
+            if let Some(value) = value {
+                fetched += value.len();
+                if fetched > limits::MAX_BATCH_READ_BYTES {
+                    return Err(too_much());
+                }
+                found.insert(key.clone(), value);
+            }
+        }
+    }
+    // A key asked for twice is returned twice: bound the copies before making them.
+    let returned: usize = keys.iter().filter_map(|k| found.get(k)).map(Vec::len).sum();
+    if returned > limits::MAX_BATCH_READ_BYTES {
+        return Err(too_much());
+    }
+    Ok(keys.iter().map(|k| found.get(k).cloned()).collect())
+}
+
+/// The checked core shared by both revisions.
 impl KvView<'_> {
-    fn open(&mut self, name: &str) -> wasmtime::Result<Result<Resource<Bucket>, KvError>> {
+    fn bucket(&self, bucket: &Resource<Bucket>) -> wasmtime::Result<(Arc<dyn KeyValue>, String)> {
+        let b = self.table.get(bucket)?;
+        Ok((b.store.clone(), b.ns.clone()))
+    }
+
+    /// Logs a failure where it is handed to the guest, then passes it on.
+    fn report<T>(&self, op: &str, r: Result<T, KvError>) -> Result<T, KvError> {
+        if let Err(e) = &r {
+            match e {
+                KvError::Provider { .. } => {
+                    tracing::warn!(app = %self.ctx.app, op, error = %e, "key-value provider error")
+                }
+                _ => tracing::debug!(app = %self.ctx.app, op, error = %e, "key-value error"),
+            }
+        }
+        r
+    }
+
+    fn open(&mut self, name: &str) -> HostResult<Resource<Bucket>, KvError> {
+        if name.len() > limits::MAX_BUCKET_NAME_BYTES {
+            return Ok(Err(limit(format!(
+                "bucket name of {} bytes exceeds the {}-byte limit",
+                name.len(),
+                limits::MAX_BUCKET_NAME_BYTES
+            ))));
+        }
         let Some(store) = self.ctx.bindings.resolve(name) else {
             return Ok(Err(KvError::NoSuchStore(format!(
                 "bucket `{name}` has no binding; bind it with `kv.{name}=PROVIDER` or `kv=PROVIDER`"
@@ -66,28 +182,157 @@ impl KvView<'_> {
         Ok(Ok(self.table.push(Bucket { store, ns })?))
     }
 
-    fn bucket(&self, bucket: &Resource<Bucket>) -> wasmtime::Result<(Arc<dyn KeyValue>, String)> {
-        let b = self.table.get(bucket)?;
-        Ok((b.store.clone(), b.ns.clone()))
+    async fn get(
+        &mut self,
+        b: &Resource<Bucket>,
+        key: &str,
+    ) -> HostResult<Option<Vec<u8>>, KvError> {
+        let (s, ns) = self.bucket(b)?;
+        let r = match check_key(key) {
+            Ok(()) => s.get(&ns, key).await,
+            Err(e) => Err(e),
+        };
+        Ok(self.report("get", r))
     }
 
-    fn new_cas(&mut self, bucket: &Resource<Bucket>, key: String) -> wasmtime::Result<Cas> {
-        let (store, ns) = self.bucket(bucket)?;
-        Ok(Cas {
+    async fn set(
+        &mut self,
+        b: &Resource<Bucket>,
+        key: &str,
+        value: &[u8],
+    ) -> HostResult<(), KvError> {
+        let (s, ns) = self.bucket(b)?;
+        let r = match check_value(key, value) {
+            Ok(()) => s.set(&ns, key, value).await,
+            Err(e) => Err(e),
+        };
+        Ok(self.report("set", r))
+    }
+
+    async fn delete(&mut self, b: &Resource<Bucket>, key: &str) -> HostResult<(), KvError> {
+        let (s, ns) = self.bucket(b)?;
+        let r = match check_key(key) {
+            Ok(()) => s.delete(&ns, key).await,
+            Err(e) => Err(e),
+        };
+        Ok(self.report("delete", r))
+    }
+
+    async fn exists(&mut self, b: &Resource<Bucket>, key: &str) -> HostResult<bool, KvError> {
+        let (s, ns) = self.bucket(b)?;
+        let r = match check_key(key) {
+            Ok(()) => s.exists(&ns, key).await,
+            Err(e) => Err(e),
+        };
+        Ok(self.report("exists", r))
+    }
+
+    async fn list_keys(
+        &mut self,
+        b: &Resource<Bucket>,
+        cursor: Option<&str>,
+    ) -> HostResult<KeyPage, KvError> {
+        let (s, ns) = self.bucket(b)?;
+        let r = s.list_keys(&ns, cursor).await;
+        Ok(self.report("list-keys", r))
+    }
+
+    async fn increment(
+        &mut self,
+        b: &Resource<Bucket>,
+        key: &str,
+        delta: i64,
+    ) -> HostResult<i64, KvError> {
+        let (s, ns) = self.bucket(b)?;
+        let r = match check_key(key) {
+            Ok(()) => s.increment(&ns, key, delta).await,
+            Err(e) => Err(e),
+        };
+        Ok(self.report("increment", r))
+    }
+
+    async fn get_many(
+        &mut self,
+        b: &Resource<Bucket>,
+        keys: &[String],
+    ) -> HostResult<Vec<Option<Vec<u8>>>, KvError> {
+        let (s, ns) = self.bucket(b)?;
+        let r = match check_batch(keys, |k| k) {
+            Ok(()) => bounded_get_many(s.as_ref(), &ns, keys).await,
+            Err(e) => Err(e),
+        };
+        Ok(self.report("get-many", r))
+    }
+
+    async fn set_many(
+        &mut self,
+        b: &Resource<Bucket>,
+        entries: &[(String, Vec<u8>)],
+    ) -> HostResult<(), KvError> {
+        let (s, ns) = self.bucket(b)?;
+        let checked = check_batch(entries, |(k, _)| k)
+            .and_then(|()| entries.iter().try_for_each(|(k, v)| check_value(k, v)));
+        let r = match checked {
+            Ok(()) => s.set_many(&ns, entries).await,
+            Err(e) => Err(e),
+        };
+        Ok(self.report("set-many", r))
+    }
+
+    async fn delete_many(
+        &mut self,
+        b: &Resource<Bucket>,
+        keys: &[String],
+    ) -> HostResult<(), KvError> {
+        let (s, ns) = self.bucket(b)?;
+        let r = match check_batch(keys, |k| k) {
+            Ok(()) => s.delete_many(&ns, keys).await,
+            Err(e) => Err(e),
+        };
+        Ok(self.report("delete-many", r))
+    }
+
+    /// Registers a CAS handle, charging its snapshot to the invocation's budget.
+    fn push_cas(&mut self, cas: Cas) -> HostResult<Resource<Cas>, KvError> {
+        let bytes = cas.held_bytes();
+        if self.ctx.cas_bytes + bytes > limits::MAX_CAS_BYTES {
+            return Ok(Err(limit(format!(
+                "open compare-and-swap handles would hold more than {} bytes; drop some first",
+                limits::MAX_CAS_BYTES
+            ))));
+        }
+        let handle = self.table.push(cas)?;
+        self.ctx.cas_bytes += bytes;
+        Ok(Ok(handle))
+    }
+
+    fn take_cas(&mut self, cas: Resource<Cas>) -> wasmtime::Result<Cas> {
+        let cas = self.table.delete(cas)?;
+        self.ctx.cas_bytes = self.ctx.cas_bytes.saturating_sub(cas.held_bytes());
+        Ok(cas)
+    }
+
+    async fn cas_new(
+        &mut self,
+        b: &Resource<Bucket>,
+        key: String,
+    ) -> HostResult<Resource<Cas>, KvError> {
+        let (store, ns) = self.bucket(b)?;
+        if let Err(e) = check_key(&key) {
+            return Ok(Err(e));
+        }
+        let read = store.get(&ns, &key).await;
+        let seen = match self.report("cas", read) {
+            Ok(seen) => seen,
+            Err(e) => return Ok(Err(e)),
+        };
+        self.push_cas(Cas {
             store,
             ns,
             key,
-            seen: None,
+            seen,
         })
     }
-}
-
-/// Logs a provider error where it is handed to the guest, then passes it on.
-fn report<T>(app: &str, op: &str, r: Result<T, KvError>) -> Result<T, KvError> {
-    if let Err(e) = &r {
-        tracing::debug!(app, op, error = %e, "key-value error returned to guest");
-    }
-    r
 }
 
 macro_rules! wit_error {
@@ -95,10 +340,7 @@ macro_rules! wit_error {
         impl From<KvError> for $m::store::Error {
             fn from(e: KvError) -> Self {
                 match e {
-                    KvError::NoSuchStore(m) => {
-                        tracing::debug!(reason = %m, "no such store");
-                        Self::NoSuchStore
-                    }
+                    KvError::NoSuchStore(_) => Self::NoSuchStore,
                     KvError::AccessDenied(_) => Self::AccessDenied,
                     other => Self::Other(other.to_string()),
                 }
@@ -109,48 +351,49 @@ macro_rules! wit_error {
 wit_error!(draft);
 wit_error!(draft2);
 
+/// Converts the core's result into a revision's result.
+fn wit<T, E: From<KvError>>(r: HostResult<T, KvError>) -> HostResult<T, E> {
+    Ok(r?.map_err(E::from))
+}
+
 /// The operations both revisions share, written once.
 macro_rules! common_bucket_ops {
     ($m:ident) => {
         async fn get(
             &mut self,
-            bucket: Resource<Bucket>,
+            b: Resource<Bucket>,
             key: String,
         ) -> HostResult<Option<Vec<u8>>, $m::store::Error> {
-            let (s, ns) = self.bucket(&bucket)?;
-            Ok(report(&self.ctx.app, "get", s.get(&ns, &key).await).map_err(Into::into))
+            wit(KvView::get(self, &b, &key).await)
         }
 
         async fn set(
             &mut self,
-            bucket: Resource<Bucket>,
+            b: Resource<Bucket>,
             key: String,
             value: Vec<u8>,
         ) -> HostResult<(), $m::store::Error> {
-            let (s, ns) = self.bucket(&bucket)?;
-            Ok(report(&self.ctx.app, "set", s.set(&ns, &key, &value).await).map_err(Into::into))
+            wit(KvView::set(self, &b, &key, &value).await)
         }
 
         async fn delete(
             &mut self,
-            bucket: Resource<Bucket>,
+            b: Resource<Bucket>,
             key: String,
         ) -> HostResult<(), $m::store::Error> {
-            let (s, ns) = self.bucket(&bucket)?;
-            Ok(report(&self.ctx.app, "delete", s.delete(&ns, &key).await).map_err(Into::into))
+            wit(KvView::delete(self, &b, &key).await)
         }
 
         async fn exists(
             &mut self,
-            bucket: Resource<Bucket>,
+            b: Resource<Bucket>,
             key: String,
         ) -> HostResult<bool, $m::store::Error> {
-            let (s, ns) = self.bucket(&bucket)?;
-            Ok(report(&self.ctx.app, "exists", s.exists(&ns, &key).await).map_err(Into::into))
+            wit(KvView::exists(self, &b, &key).await)
         }
 
-        async fn drop(&mut self, bucket: Resource<Bucket>) -> wasmtime::Result<()> {
-            self.table.delete(bucket)?;
+        async fn drop(&mut self, b: Resource<Bucket>) -> wasmtime::Result<()> {
+            self.table.delete(b)?;
             Ok(())
         }
     };
@@ -163,47 +406,34 @@ macro_rules! common_host {
                 &mut self,
                 identifier: String,
             ) -> HostResult<Resource<Bucket>, $m::store::Error> {
-                Ok(self.open(&identifier)?.map_err(Into::into))
+                wit(KvView::open(self, &identifier))
             }
         }
 
         impl $m::batch::Host for KvView<'_> {
             async fn set_many(
                 &mut self,
-                bucket: Resource<Bucket>,
+                b: Resource<Bucket>,
                 entries: Vec<(String, Vec<u8>)>,
             ) -> HostResult<(), $m::store::Error> {
-                let (s, ns) = self.bucket(&bucket)?;
-                Ok(
-                    report(&self.ctx.app, "set-many", s.set_many(&ns, &entries).await)
-                        .map_err(Into::into),
-                )
+                wit(KvView::set_many(self, &b, &entries).await)
             }
 
             async fn delete_many(
                 &mut self,
-                bucket: Resource<Bucket>,
+                b: Resource<Bucket>,
                 keys: Vec<String>,
             ) -> HostResult<(), $m::store::Error> {
-                let (s, ns) = self.bucket(&bucket)?;
-                Ok(report(
-                    &self.ctx.app,
-                    "delete-many",
-                    s.delete_many(&ns, &keys).await,
-                )
-                .map_err(Into::into))
+                wit(KvView::delete_many(self, &b, &keys).await)
             }
 
             async fn get_many(
                 &mut self,
-                bucket: Resource<Bucket>,
+                b: Resource<Bucket>,
                 keys: Vec<String>,
             ) -> HostResult<GetManyResult<$m::store::Error>, $m::store::Error> {
-                let (s, ns) = self.bucket(&bucket)?;
-                let values = report(&self.ctx.app, "get-many", s.get_many(&ns, &keys).await);
-                Ok(values
-                    .map(|values| get_many_shape!($m, keys, values))
-                    .map_err(Into::into))
+                let values = wit(KvView::get_many(self, &b, &keys).await)?;
+                Ok(values.map(|values| get_many_shape!($m, keys, values)))
             }
         }
     };
@@ -243,10 +473,9 @@ impl draft::store::HostBucket for KvView<'_> {
 
     async fn list_keys(
         &mut self,
-        bucket: Resource<Bucket>,
+        b: Resource<Bucket>,
         cursor: Option<u64>,
     ) -> HostResult<draft::store::KeyResponse, draft::store::Error> {
-        let (s, ns) = self.bucket(&bucket)?;
         let cursor = match cursor {
             None => None,
             Some(n) => match usize::try_from(n)
@@ -258,11 +487,7 @@ impl draft::store::HostBucket for KvView<'_> {
                 None => return Ok(Err(KvError::InvalidCursor.into())),
             },
         };
-        let page = match report(
-            &self.ctx.app,
-            "list-keys",
-            s.list_keys(&ns, cursor.as_deref()).await,
-        ) {
+        let page = match KvView::list_keys(self, &b, cursor.as_deref()).await? {
             Ok(page) => page,
             Err(e) => return Ok(Err(e.into())),
         };
@@ -282,62 +507,42 @@ impl draft2::store::HostBucket for KvView<'_> {
 
     async fn list_keys(
         &mut self,
-        bucket: Resource<Bucket>,
+        b: Resource<Bucket>,
         cursor: Option<String>,
     ) -> HostResult<draft2::store::KeyResponse, draft2::store::Error> {
-        let (s, ns) = self.bucket(&bucket)?;
-        Ok(report(
-            &self.ctx.app,
-            "list-keys",
-            s.list_keys(&ns, cursor.as_deref()).await,
-        )
-        .map(|p| draft2::store::KeyResponse {
+        let page = wit(KvView::list_keys(self, &b, cursor.as_deref()).await)?;
+        Ok(page.map(|p| draft2::store::KeyResponse {
             keys: p.keys,
             cursor: p.cursor,
-        })
-        .map_err(Into::into))
+        }))
     }
 }
 
 impl draft::atomics::Host for KvView<'_> {
     async fn increment(
         &mut self,
-        bucket: Resource<Bucket>,
+        b: Resource<Bucket>,
         key: String,
         delta: u64,
     ) -> HostResult<u64, draft::store::Error> {
-        let (s, ns) = self.bucket(&bucket)?;
         let Ok(delta) = i64::try_from(delta) else {
             return Ok(Err(KvError::Overflow(key).into()));
         };
-        let r = report(
-            &self.ctx.app,
-            "increment",
-            s.increment(&ns, &key, delta).await,
-        );
-        Ok(match r {
-            Ok(v) => u64::try_from(v).map_err(|_| {
-                draft::store::Error::Other(format!("value of key `{key}` is negative"))
-            }),
-            Err(e) => Err(e.into()),
-        })
+        // draft counts in u64 and draft2 in i64 over the same stored decimal text; a
+        // negative value written through draft2 reads back in two's complement here
+        // rather than failing after the increment has been applied.
+        Ok(wit(KvView::increment(self, &b, &key, delta).await)?.map(|v| v as u64))
     }
 }
 
 impl draft2::atomics::Host for KvView<'_> {
     async fn increment(
         &mut self,
-        bucket: Resource<Bucket>,
+        b: Resource<Bucket>,
         key: String,
         delta: i64,
     ) -> HostResult<i64, draft2::store::Error> {
-        let (s, ns) = self.bucket(&bucket)?;
-        Ok(report(
-            &self.ctx.app,
-            "increment",
-            s.increment(&ns, &key, delta).await,
-        )
-        .map_err(Into::into))
+        wit(KvView::increment(self, &b, &key, delta).await)
     }
 
     async fn swap(
@@ -345,40 +550,42 @@ impl draft2::atomics::Host for KvView<'_> {
         cas: Resource<Cas>,
         value: Vec<u8>,
     ) -> HostResult<(), draft2::atomics::CasError> {
-        let handle = self.table.delete(cas)?;
+        use draft2::atomics::CasError;
+        let handle = self.take_cas(cas)?;
+        if let Err(e) = check_value(&handle.key, &value) {
+            return Ok(Err(CasError::StoreError(e.into())));
+        }
         let swapped = handle
             .store
             .compare_and_swap(&handle.ns, &handle.key, handle.seen.as_deref(), &value)
             .await;
-        match report(&self.ctx.app, "swap", swapped) {
-            Ok(true) => Ok(Ok(())),
-            // Hand back a fresh handle so the guest can retry against the new value.
-            Ok(false) => match handle.store.get(&handle.ns, &handle.key).await {
-                Ok(seen) => {
-                    let retry = self.table.push(Cas { seen, ..handle })?;
-                    Ok(Err(draft2::atomics::CasError::CasFailed(retry)))
-                }
-                Err(e) => Ok(Err(draft2::atomics::CasError::StoreError(e.into()))),
-            },
-            Err(e) => Ok(Err(draft2::atomics::CasError::StoreError(e.into()))),
+        let swapped = match self.report("swap", swapped) {
+            Ok(swapped) => swapped,
+            Err(e) => return Ok(Err(CasError::StoreError(e.into()))),
+        };
+        if swapped {
+            return Ok(Ok(()));
         }
+        // Hand back a fresh handle so the guest can retry against the new value.
+        let read = handle.store.get(&handle.ns, &handle.key).await;
+        let seen = match self.report("swap", read) {
+            Ok(seen) => seen,
+            Err(e) => return Ok(Err(CasError::StoreError(e.into()))),
+        };
+        Ok(match self.push_cas(Cas { seen, ..handle })? {
+            Ok(retry) => Err(CasError::CasFailed(retry)),
+            Err(e) => Err(CasError::StoreError(e.into())),
+        })
     }
 }
 
 impl draft2::atomics::HostCas for KvView<'_> {
     async fn new(
         &mut self,
-        bucket: Resource<Bucket>,
+        b: Resource<Bucket>,
         key: String,
     ) -> HostResult<Resource<Cas>, draft2::store::Error> {
-        let mut cas = self.new_cas(&bucket, key)?;
-        match report(&self.ctx.app, "cas", cas.store.get(&cas.ns, &cas.key).await) {
-            Ok(seen) => {
-                cas.seen = seen;
-                Ok(Ok(self.table.push(cas)?))
-            }
-            Err(e) => Ok(Err(e.into())),
-        }
+        wit(self.cas_new(&b, key).await)
     }
 
     async fn current(
@@ -389,7 +596,7 @@ impl draft2::atomics::HostCas for KvView<'_> {
     }
 
     async fn drop(&mut self, cas: Resource<Cas>) -> wasmtime::Result<()> {
-        self.table.delete(cas)?;
+        self.take_cas(cas)?;
         Ok(())
     }
 }

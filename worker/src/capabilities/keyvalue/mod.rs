@@ -38,8 +38,22 @@ impl KvRevision {
     }
 }
 
-/// How many keys one `list-keys` page returns at most.
+/// How many keys one `list-keys` page returns at most (a hint for Redis, whose `HSCAN`
+/// may return a few more).
 pub const LIST_PAGE_SIZE: usize = 1000;
+
+/// Limits on what a guest may send or hold, the same on every provider so a component
+/// that works on one works on all (DynamoDB's sort key caps keys at 1024 bytes).
+pub mod limits {
+    pub const MAX_KEY_BYTES: usize = 1024;
+    pub const MAX_BUCKET_NAME_BYTES: usize = 256;
+    pub const MAX_VALUE_BYTES: usize = 4 << 20;
+    pub const MAX_BATCH_KEYS: usize = 1000;
+    /// Bytes one `get-many` may return; bounds host memory whatever the guest asks.
+    pub const MAX_BATCH_READ_BYTES: usize = 64 << 20;
+    /// Bytes of values held by a guest's open compare-and-swap handles.
+    pub const MAX_CAS_BYTES: usize = 64 << 20;
+}
 
 /// Errors a provider reports; they reach the guest as the WIT `error` variant.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +68,8 @@ pub enum KvError {
     Overflow(String),
     #[error("invalid list cursor")]
     InvalidCursor,
+    #[error("{0}")]
+    Limit(String),
     #[error("provider `{provider}` failed: {message}")]
     Provider {
         provider: &'static str,
@@ -90,7 +106,9 @@ pub trait KeyValue: Send + Sync + 'static {
     async fn set(&self, ns: &str, key: &str, value: &[u8]) -> Result<(), KvError>;
     async fn delete(&self, ns: &str, key: &str) -> Result<(), KvError>;
     async fn exists(&self, ns: &str, key: &str) -> Result<bool, KvError>;
-    /// Lists keys after `cursor` (an opaque token from a previous page).
+    /// Lists keys after `cursor` (an opaque token from a previous page). Keys present for
+    /// the whole listing are returned; on Redis a key may appear twice if the bucket is
+    /// resized while it is being listed.
     async fn list_keys(&self, ns: &str, cursor: Option<&str>) -> Result<KeyPage, KvError>;
     /// Atomically adds `delta`, treating a missing key as 0; returns the new value.
     async fn increment(&self, ns: &str, key: &str, delta: i64) -> Result<i64, KvError>;
@@ -151,7 +169,12 @@ pub(crate) async fn increment_by_cas<S: KeyValue + ?Sized>(
     key: &str,
     delta: i64,
 ) -> Result<i64, KvError> {
-    loop {
+    const ATTEMPTS: u32 = 64;
+    for attempt in 0..ATTEMPTS {
+        if attempt > 0 {
+            // Contended: back off a little so writers do not burn the provider.
+            tokio::time::sleep(std::time::Duration::from_millis(u64::from(attempt.min(10)))).await;
+        }
         let current = store.get(ns, key).await?;
         let next = add_counter(key, parse_counter(key, current.as_deref())?, delta)?;
         if store
@@ -161,6 +184,10 @@ pub(crate) async fn increment_by_cas<S: KeyValue + ?Sized>(
             return Ok(next);
         }
     }
+    Err(KvError::provider(
+        store.name(),
+        format!("increment of `{key}` lost {ATTEMPTS} compare-and-swap races in a row"),
+    ))
 }
 
 pub const PROVIDERS: &str = "memory, embedded, redis, dynamo";
