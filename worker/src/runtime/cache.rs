@@ -88,6 +88,38 @@ fn tempfile_in(dir: &Path) -> std::io::Result<PathBuf> {
 mod tests {
     use super::*;
 
+    /// The smallest valid component: the header alone.
+    const EMPTY_COMPONENT: &[u8] = b"\0asm\x0d\0\x01\0";
+
+    fn cached_files(dir: &Path) -> Vec<PathBuf> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
+            .collect()
+    }
+
+    #[test]
+    fn caches_by_digest_and_survives_a_corrupt_entry() {
+        let engine = Engine::default();
+        let dir = tempfile::tempdir().unwrap();
+        compile(&engine, EMPTY_COMPONENT, Some(dir.path())).unwrap();
+        let files = cached_files(dir.path());
+        assert_eq!(files.len(), 1);
+        let name = files[0].file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.starts_with(&digest(EMPTY_COMPONENT)), "{name}");
+
+        // A hit loads the artefact; a corrupt one is ignored and rewritten.
+        compile(&engine, EMPTY_COMPONENT, Some(dir.path())).unwrap();
+        std::fs::write(&files[0], b"not a compiled component").unwrap();
+        compile(&engine, EMPTY_COMPONENT, Some(dir.path())).unwrap();
+        assert_ne!(
+            std::fs::read(&files[0]).unwrap(),
+            b"not a compiled component"
+        );
+        assert_eq!(cached_files(dir.path()).len(), 1);
+    }
+
     #[test]
     fn classifies_bytes() {
         assert!(matches!(
