@@ -148,9 +148,9 @@ async fn a_saturated_worker_answers_503_then_recovers() {
     };
     // The first loop holds the only slot; the second queues behind it (fairly, in order).
     let first = spin(dev.url.clone());
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let second = spin(dev.url.clone());
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let http = Http::default();
     let refused = http.get(&format!("{}/ok", dev.url)).await;
     assert_eq!(refused.status, 503, "{}", refused.text());

@@ -45,15 +45,6 @@ pub enum Binding {
     Config { key: String, value: String },
 }
 
-impl Binding {
-    pub fn kind(&self) -> Kind {
-        match self {
-            Binding::KeyValue { .. } => Kind::KeyValue,
-            Binding::Config { .. } => Kind::Config,
-        }
-    }
-}
-
 /// A provider type tag and its options, e.g. `redis` with `url=...`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProviderSpec {
