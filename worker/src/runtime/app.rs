@@ -15,6 +15,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
+use super::body::{GuardedBody, GuestRun};
 use super::state::{InvocationState, OutboundHttp, shared_config};
 use super::stdio::CapturedOutput;
 use super::{LoadError, Runtime};
@@ -26,8 +27,6 @@ pub type Response = hyper::Response<HyperOutgoingBody>;
 /// Live resources (streams, fields, buckets, …) one invocation may hold; a plain HTTP
 /// handler needs a few dozen.
 const MAX_RESOURCES: usize = 10_000;
-
-use super::body::{GuardedBody, GuestRun};
 
 /// Why an invocation produced no guest response.
 #[derive(Debug, thiserror::Error)]
@@ -126,10 +125,6 @@ impl App {
             pre,
             capabilities,
         })
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
     }
 
     /// The invocation deadline; also how long the trigger lets a response write stall.

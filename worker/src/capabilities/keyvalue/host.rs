@@ -188,10 +188,11 @@ impl KvView<'_> {
         key: &str,
     ) -> HostResult<Option<Vec<u8>>, KvError> {
         let (s, ns) = self.bucket(b)?;
-        let r = match check_key(key) {
-            Ok(()) => s.get(&ns, key).await,
-            Err(e) => Err(e),
-        };
+        let r = async {
+            check_key(key)?;
+            s.get(&ns, key).await
+        }
+        .await;
         Ok(self.report("get", r))
     }
 
@@ -202,28 +203,31 @@ impl KvView<'_> {
         value: &[u8],
     ) -> HostResult<(), KvError> {
         let (s, ns) = self.bucket(b)?;
-        let r = match check_value(key, value) {
-            Ok(()) => s.set(&ns, key, value).await,
-            Err(e) => Err(e),
-        };
+        let r = async {
+            check_value(key, value)?;
+            s.set(&ns, key, value).await
+        }
+        .await;
         Ok(self.report("set", r))
     }
 
     async fn delete(&mut self, b: &Resource<Bucket>, key: &str) -> HostResult<(), KvError> {
         let (s, ns) = self.bucket(b)?;
-        let r = match check_key(key) {
-            Ok(()) => s.delete(&ns, key).await,
-            Err(e) => Err(e),
-        };
+        let r = async {
+            check_key(key)?;
+            s.delete(&ns, key).await
+        }
+        .await;
         Ok(self.report("delete", r))
     }
 
     async fn exists(&mut self, b: &Resource<Bucket>, key: &str) -> HostResult<bool, KvError> {
         let (s, ns) = self.bucket(b)?;
-        let r = match check_key(key) {
-            Ok(()) => s.exists(&ns, key).await,
-            Err(e) => Err(e),
-        };
+        let r = async {
+            check_key(key)?;
+            s.exists(&ns, key).await
+        }
+        .await;
         Ok(self.report("exists", r))
     }
 
@@ -244,10 +248,11 @@ impl KvView<'_> {
         delta: i64,
     ) -> HostResult<i64, KvError> {
         let (s, ns) = self.bucket(b)?;
-        let r = match check_key(key) {
-            Ok(()) => s.increment(&ns, key, delta).await,
-            Err(e) => Err(e),
-        };
+        let r = async {
+            check_key(key)?;
+            s.increment(&ns, key, delta).await
+        }
+        .await;
         Ok(self.report("increment", r))
     }
 
@@ -257,10 +262,11 @@ impl KvView<'_> {
         keys: &[String],
     ) -> HostResult<Vec<Option<Vec<u8>>>, KvError> {
         let (s, ns) = self.bucket(b)?;
-        let r = match check_batch(keys, |k| k) {
-            Ok(()) => bounded_get_many(s.as_ref(), &ns, keys).await,
-            Err(e) => Err(e),
-        };
+        let r = async {
+            check_batch(keys, |k| k)?;
+            bounded_get_many(s.as_ref(), &ns, keys).await
+        }
+        .await;
         Ok(self.report("get-many", r))
     }
 
@@ -285,10 +291,11 @@ impl KvView<'_> {
         keys: &[String],
     ) -> HostResult<(), KvError> {
         let (s, ns) = self.bucket(b)?;
-        let r = match check_batch(keys, |k| k) {
-            Ok(()) => s.delete_many(&ns, keys).await,
-            Err(e) => Err(e),
-        };
+        let r = async {
+            check_batch(keys, |k| k)?;
+            s.delete_many(&ns, keys).await
+        }
+        .await;
         Ok(self.report("delete-many", r))
     }
 
