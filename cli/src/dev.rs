@@ -10,6 +10,7 @@ use clap::Args;
 use stratus_worker::binding::Binding;
 use stratus_worker::capabilities::Capabilities;
 use stratus_worker::runtime::{Runtime, RuntimeConfig};
+use stratus_worker::trigger::http::Target;
 
 #[derive(Args)]
 #[command(after_help = "\
@@ -76,7 +77,14 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {}", args.listen))?;
     let addr = listener.local_addr()?;
     println!("Serving {name} on http://{addr}");
-    stratus_worker::trigger::http::serve(listener, Arc::new(app), shutdown_signal()).await?;
+    let timeout = app.timeout();
+    stratus_worker::trigger::http::serve(
+        listener,
+        Target::App(Arc::new(app)),
+        timeout,
+        shutdown_signal(),
+    )
+    .await?;
     Ok(())
 }
 
@@ -100,7 +108,7 @@ fn default_app_name(path: &std::path::Path) -> String {
     if name.is_empty() { "app".into() } else { name }
 }
 
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

@@ -131,7 +131,7 @@ pub enum BindingError {
         key: String,
         reason: String,
     },
-    #[error("bucket `{0}` is bound twice")]
+    #[error("`{0}` is bound twice")]
     Duplicate(String),
 }
 
@@ -190,6 +190,27 @@ impl FromStr for ProviderSpec {
             provider: provider.to_string(),
             options,
         })
+    }
+}
+
+impl Binding {
+    /// What the binding binds, as written left of `=`: `kv`, `kv.cache`, `config.KEY`.
+    /// Two bindings with the same name replace each other.
+    pub fn name(&self) -> String {
+        match self {
+            Binding::KeyValue { bucket: None, .. } => "kv".to_string(),
+            Binding::KeyValue {
+                bucket: Some(b), ..
+            } => format!("kv.{b}"),
+            Binding::Config { key, .. } => format!("config.{key}"),
+        }
+    }
+
+    pub fn kind(&self) -> Kind {
+        match self {
+            Binding::KeyValue { .. } => Kind::KeyValue,
+            Binding::Config { .. } => Kind::Config,
+        }
     }
 }
 

@@ -20,23 +20,35 @@ pub struct Capabilities {
 }
 
 impl Capabilities {
+    /// Checks every binding's provider and options, and that no bucket is bound twice,
+    /// without connecting to anything.
+    pub fn check(bindings: &[Binding]) -> Result<(), BindingError> {
+        let mut seen = std::collections::HashSet::new();
+        for binding in bindings {
+            if let Binding::KeyValue { bucket, provider } = binding {
+                keyvalue::KvProvider::parse(provider)?;
+                if !seen.insert(bucket.as_deref()) {
+                    return Err(BindingError::Duplicate(binding.name()));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Connects every provider the bindings name. `data_dir` holds embedded stores.
     pub async fn open(bindings: &[Binding], data_dir: &Path) -> Result<Self, OpenError> {
+        Self::check(bindings)?;
         let mut kv = KvBindings::default();
         let mut config: Option<BTreeMap<String, String>> = None;
         for binding in bindings {
             match binding {
                 Binding::KeyValue { bucket, provider } => {
                     let store = keyvalue::open_provider(provider, data_dir).await?;
-                    let previous = match bucket {
-                        None => kv.default.replace(store).map(|_| "kv".to_string()),
-                        Some(b) => kv
-                            .buckets
-                            .insert(b.clone(), store)
-                            .map(|_| format!("kv.{b}")),
-                    };
-                    if let Some(name) = previous {
-                        return Err(BindingError::Duplicate(name).into());
+                    match bucket {
+                        None => kv.default = Some(store),
+                        Some(b) => {
+                            kv.buckets.insert(b.clone(), store);
+                        }
                     }
                 }
                 Binding::Config { key, value } => {

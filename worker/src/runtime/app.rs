@@ -45,6 +45,8 @@ pub enum InvocationError {
     Overloaded,
     #[error("malformed request: {0}")]
     BadRequest(String),
+    #[error("no function is deployed at this path")]
+    NoRoute,
 }
 
 impl InvocationError {
@@ -53,6 +55,7 @@ impl InvocationError {
             InvocationError::Timeout(_) => http::StatusCode::GATEWAY_TIMEOUT,
             InvocationError::Overloaded => http::StatusCode::SERVICE_UNAVAILABLE,
             InvocationError::BadRequest(_) => http::StatusCode::BAD_REQUEST,
+            InvocationError::NoRoute => http::StatusCode::NOT_FOUND,
             _ => http::StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -68,7 +71,7 @@ impl InvocationError {
             }
             InvocationError::Guest(_) => "the function failed".into(),
             InvocationError::Host(_) => "the worker failed to run the function".into(),
-            InvocationError::Overloaded => self.to_string(),
+            InvocationError::Overloaded | InvocationError::NoRoute => self.to_string(),
             InvocationError::BadRequest(_) => "malformed request".into(),
         }
     }

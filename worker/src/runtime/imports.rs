@@ -5,6 +5,7 @@ use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 
 use super::state::InvocationState;
+use crate::binding::{Binding, Kind};
 use crate::capabilities::Capabilities;
 use crate::capabilities::config::{self, ConfigRevision};
 use crate::capabilities::keyvalue::{self, KvRevision};
@@ -89,6 +90,38 @@ fn classify(import: &str) -> Result<Provided, LoadError> {
     }
 }
 
+/// Classifies one import and checks that the capability it needs is bound.
+fn check_import(import: &str, bound: &dyn Fn(Kind) -> bool) -> Result<Provided, LoadError> {
+    let provided = classify(import)?;
+    let (kind, example) = match provided {
+        Provided::Wasi => return Ok(provided),
+        Provided::KeyValue(_) => (Kind::KeyValue, "kv=embedded"),
+        Provided::Config(_) => (Kind::Config, "config.KEY=VALUE"),
+    };
+    if bound(kind) {
+        Ok(provided)
+    } else {
+        Err(LoadError::MissingBinding {
+            import: import.to_string(),
+            kind: kind.as_str(),
+            example,
+        })
+    }
+}
+
+/// Checks a component's import names against what Stratus serves and what `bindings`
+/// bind, without compiling it: the check a control plane runs before storing a deploy.
+pub fn check_imports<'a>(
+    imports: impl IntoIterator<Item = &'a str>,
+    bindings: &[Binding],
+) -> Result<(), LoadError> {
+    let bound = |kind: Kind| bindings.iter().any(|b| b.kind() == kind);
+    for import in imports {
+        check_import(import, &bound)?;
+    }
+    Ok(())
+}
+
 /// Builds a linker holding WASI plus exactly the capabilities the component imports,
 /// refusing imports that are unknown or have no binding.
 pub fn link(
@@ -101,19 +134,16 @@ pub fn link(
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(link_err)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(link_err)?;
 
+    let bound = |kind: Kind| match kind {
+        Kind::KeyValue => !caps.kv.is_empty(),
+        Kind::Config => caps.config.is_some(),
+    };
     let mut kv_linked = Vec::new();
     let mut config_linked = Vec::new();
     for (import, _) in component.component_type().imports(engine) {
-        match classify(import)? {
+        match check_import(import, &bound)? {
             Provided::Wasi => {}
             Provided::KeyValue(rev) => {
-                if caps.kv.is_empty() {
-                    return Err(LoadError::MissingBinding {
-                        import: import.to_string(),
-                        kind: "kv",
-                        example: "kv=embedded",
-                    });
-                }
                 if !kv_linked.contains(&rev) {
                     keyvalue::host::add_to_linker(&mut linker, rev, InvocationState::kv)
                         .map_err(link_err)?;
@@ -121,13 +151,6 @@ pub fn link(
                 }
             }
             Provided::Config(rev) => {
-                if caps.config.is_none() {
-                    return Err(LoadError::MissingBinding {
-                        import: import.to_string(),
-                        kind: "config",
-                        example: "config.KEY=VALUE",
-                    });
-                }
                 if !config_linked.contains(&rev) {
                     config::add_to_linker(&mut linker, rev, InvocationState::config)
                         .map_err(link_err)?;

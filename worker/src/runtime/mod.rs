@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use self::app::{App, InvocationError};
-pub use self::imports::LoadError;
+pub use self::imports::{LoadError, check_imports};
 
 /// Limits and knobs for one worker's runtime.
 #[derive(Debug, Clone)]

@@ -11,19 +11,29 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use super::routes::Routes;
 use super::stall::WriteDeadline;
-use crate::runtime::App;
+use crate::runtime::{App, InvocationError};
+
+/// What a listener serves: one app on every path, or a route table of apps.
+#[derive(Clone)]
+pub enum Target {
+    App(Arc<App>),
+    Routes(Arc<Routes>),
+}
 
 /// Open connections at once; further clients wait in the listen backlog.
 const MAX_CONNECTIONS: usize = 8192;
 /// How long a client may take to send a request head (slowloris guard).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Serves `app` on `listener` until `shutdown` resolves. Each connection runs in its own
-/// task; a failing connection or guest never stops the accept loop.
+/// Serves `target` on `listener` until `shutdown` resolves. Each connection runs in its
+/// own task; a failing connection or guest never stops the accept loop. A response write
+/// may stall for at most `write_timeout`.
 pub async fn serve(
     listener: TcpListener,
-    app: Arc<App>,
+    target: Target,
+    write_timeout: Duration,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     tokio::pin!(shutdown);
@@ -49,19 +59,32 @@ pub async fn serve(
             () = &mut shutdown => return Ok(()),
         };
         let _ = stream.set_nodelay(true);
-        let app = app.clone();
+        let target = target.clone();
         tokio::spawn(async move {
-            serve_connection(stream, peer, app).await;
+            serve_connection(stream, peer, target, write_timeout).await;
             drop(permit);
         });
     }
 }
 
-async fn serve_connection(stream: tokio::net::TcpStream, peer: SocketAddr, app: Arc<App>) {
-    let io = TokioIo::new(WriteDeadline::new(stream, app.timeout()));
-    let service = service_fn(move |req| {
-        let app = app.clone();
-        async move { Ok::<_, std::convert::Infallible>(app.handle(req).await) }
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    target: Target,
+    write_timeout: Duration,
+) {
+    let io = TokioIo::new(WriteDeadline::new(stream, write_timeout));
+    let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let app = match &target {
+            Target::App(app) => Some(app.clone()),
+            Target::Routes(routes) => routes.resolve(req.uri().path()),
+        };
+        async move {
+            Ok::<_, std::convert::Infallible>(match app {
+                Some(app) => app.handle(req).await,
+                None => InvocationError::NoRoute.into_response("none"),
+            })
+        }
     });
     if let Err(e) = http1::Builder::new()
         .timer(TokioTimer::new())

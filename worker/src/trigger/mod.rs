@@ -1,4 +1,5 @@
 //! Triggers: what starts an invocation.
 
 pub mod http;
+pub mod routes;
 mod stall;

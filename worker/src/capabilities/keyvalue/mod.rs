@@ -192,47 +192,67 @@ pub(crate) async fn increment_by_cas<S: KeyValue + ?Sized>(
 
 pub const PROVIDERS: &str = "memory, embedded, redis, dynamo";
 
+/// A key-value binding's provider with its options checked, not yet connected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KvProvider {
+    Memory,
+    /// `None`: `kv.redb` in the worker's data directory.
+    Embedded {
+        path: Option<std::path::PathBuf>,
+    },
+    Redis {
+        url: String,
+    },
+    Dynamo(DynamoConfig),
+}
+
+impl KvProvider {
+    /// Checks the type tag and options without connecting, so a control plane can refuse
+    /// a bad binding at deploy time.
+    pub fn parse(spec: &ProviderSpec) -> Result<Self, BindingError> {
+        let mut opts = spec.clone().into_options();
+        let provider = match spec.provider.as_str() {
+            "memory" => Self::Memory,
+            "embedded" => Self::Embedded {
+                path: opts.take("path").map(std::path::PathBuf::from),
+            },
+            "redis" => Self::Redis {
+                url: opts
+                    .take("url")
+                    .unwrap_or_else(|| "redis://127.0.0.1:6379".to_string()),
+            },
+            "dynamo" | "dynamodb" => Self::Dynamo(DynamoConfig::from_options(&mut opts)?),
+            other => {
+                return Err(BindingError::UnknownProvider {
+                    kind: Kind::KeyValue,
+                    provider: other.to_string(),
+                    known: PROVIDERS,
+                });
+            }
+        };
+        opts.finish()?;
+        Ok(provider)
+    }
+
+    /// Connects (or opens) the provider.
+    pub async fn open(self, data_dir: &std::path::Path) -> Result<Arc<dyn KeyValue>, KvError> {
+        Ok(match self {
+            Self::Memory => Arc::new(MemoryStore::default()),
+            Self::Embedded { path } => Arc::new(EmbeddedStore::open(
+                &path.unwrap_or_else(|| data_dir.join("kv.redb")),
+            )?),
+            Self::Redis { url } => Arc::new(RedisStore::connect(&url).await?),
+            Self::Dynamo(config) => Arc::new(DynamoStore::connect(config).await?),
+        })
+    }
+}
+
 /// Opens the provider a binding names, failing on unknown providers or options.
 pub async fn open_provider(
     spec: &ProviderSpec,
     data_dir: &std::path::Path,
 ) -> Result<Arc<dyn KeyValue>, OpenError> {
-    let mut opts = spec.clone().into_options();
-    let store: Arc<dyn KeyValue> = match spec.provider.as_str() {
-        "memory" => {
-            opts.finish()?;
-            Arc::new(MemoryStore::default())
-        }
-        "embedded" => {
-            let path = opts
-                .take("path")
-                .map(std::path::PathBuf::from)
-                .unwrap_or_else(|| data_dir.join("kv.redb"));
-            opts.finish()?;
-            Arc::new(EmbeddedStore::open(&path)?)
-        }
-        "redis" => {
-            let url = opts
-                .take("url")
-                .unwrap_or_else(|| "redis://127.0.0.1:6379".to_string());
-            opts.finish()?;
-            Arc::new(RedisStore::connect(&url).await?)
-        }
-        "dynamo" | "dynamodb" => {
-            let config = DynamoConfig::from_options(&mut opts)?;
-            opts.finish()?;
-            Arc::new(DynamoStore::connect(config).await?)
-        }
-        other => {
-            return Err(BindingError::UnknownProvider {
-                kind: Kind::KeyValue,
-                provider: other.to_string(),
-                known: PROVIDERS,
-            }
-            .into());
-        }
-    };
-    Ok(store)
+    Ok(KvProvider::parse(spec)?.open(data_dir).await?)
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,232 @@
+//! App routes: create, list, get, delete, the live version, bindings and triggers.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use stratus_worker::binding::Binding;
+
+use super::views::{AppView, PageView, Trigger};
+use super::{ApiError, ApiState, Body, Caller, PageQuery, Query};
+use crate::auth::Role;
+use crate::names;
+use crate::store::AppChange;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateApp {
+    name: String,
+}
+
+pub async fn create(
+    State(state): State<Arc<ApiState>>,
+    Caller(caller): Caller,
+    Body(body): Body<CreateApp>,
+) -> Result<(StatusCode, Json<AppView>), ApiError> {
+    caller.require(Role::Deployer)?;
+    names::check_app_name(&body.name)?;
+    let app = state.store.create_app(&caller.tenant, &body.name).await?;
+    Ok((StatusCode::CREATED, Json(app.into())))
+}
+
+pub async fn list(
+    State(state): State<Arc<ApiState>>,
+    Caller(caller): Caller,
+    Query(page): Query<PageQuery>,
+) -> Result<Json<PageView<AppView>>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let apps = state
+        .store
+        .list_apps(&caller.tenant, page.cursor.as_deref(), page.limit()?)
+        .await?;
+    Ok(Json(apps.into()))
+}
+
+pub async fn get(
+    State(state): State<Arc<ApiState>>,
+    Caller(caller): Caller,
+    Path(app): Path<String>,
+) -> Result<Json<AppView>, ApiError> {
+    caller.require(Role::Viewer)?;
+    Ok(Json(
+        state.store.get_app(&caller.tenant, &app).await?.into(),
+    ))
+}
+
+pub async fn delete(
+    State(state): State<Arc<ApiState>>,
+    Caller(caller): Caller,
+    Path(app): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    caller.require(Role::Admin)?;
+    state.store.delete_app(&caller.tenant, &app).await?;
+    state.rollout.remove(&caller.tenant, &app).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetLive {
+    version: i64,
+}
+
+/// Points the app at one of its versions; rollback is pointing at an earlier one.
+pub async fn set_live(
+    State(state): State<Arc<ApiState>>,
+    Caller(caller): Caller,
+    Path(app): Path<String>,
+    Body(body): Body<SetLive>,
+) -> Result<Json<AppView>, ApiError> {
+    caller.require(Role::Deployer)?;
+    let change = AppChange {
+        live_version: Some(body.version),
+        ..AppChange::default()
+    };
+    change_app(&state, &caller.tenant, &app, change).await
+}
+
+pub async fn bindings(
+    State(state): State<Arc<ApiState>>,
+    Caller(caller): Caller,
+    Path(app): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let app = state.store.get_app(&caller.tenant, &app).await?;
+    Ok(Json(serde_json::json!({ "bindings": app.bindings })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplaceBindings {
+    bindings: Vec<String>,
+}
+
+pub async fn replace_bindings(
+    State(state): State<Arc<ApiState>>,
+    Caller(caller): Caller,
+    Path(app): Path<String>,
+    Body(body): Body<ReplaceBindings>,
+) -> Result<Json<AppView>, ApiError> {
+    caller.require(Role::Deployer)?;
+    let change = AppChange {
+        bindings: Some(parse_bindings(&body.bindings)?),
+        ..AppChange::default()
+    };
+    change_app(&state, &caller.tenant, &app, change).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchBindings {
+    #[serde(default)]
+    set: Vec<String>,
+    #[serde(default)]
+    remove: Vec<String>,
+}
+
+/// Sets or removes single bindings (`kv.cache=redis`, remove `config.greeting`).
+pub async fn patch_bindings(
+    State(state): State<Arc<ApiState>>,
+    Caller(caller): Caller,
+    Path(app): Path<String>,
+    Body(body): Body<PatchBindings>,
+) -> Result<Json<AppView>, ApiError> {
+    caller.require(Role::Deployer)?;
+    let change = AppChange {
+        set_bindings: parse_bindings(&body.set)?,
+        remove_bindings: body.remove,
+        ..AppChange::default()
+    };
+    change_app(&state, &caller.tenant, &app, change).await
+}
+
+pub async fn triggers(
+    State(state): State<Arc<ApiState>>,
+    Caller(caller): Caller,
+    Path(app): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let view = AppView::from(state.store.get_app(&caller.tenant, &app).await?);
+    Ok(Json(serde_json::json!({ "triggers": view.triggers })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplaceTriggers {
+    triggers: Vec<Trigger>,
+}
+
+pub async fn replace_triggers(
+    State(state): State<Arc<ApiState>>,
+    Caller(caller): Caller,
+    Path(app): Path<String>,
+    Body(body): Body<ReplaceTriggers>,
+) -> Result<Json<AppView>, ApiError> {
+    caller.require(Role::Deployer)?;
+    let routes = body
+        .triggers
+        .iter()
+        .map(|t| match t {
+            Trigger::Http { route } => route.clone(),
+        })
+        .collect::<Vec<_>>();
+    let change = AppChange {
+        routes: Some(normalize_routes(&routes)?),
+        ..AppChange::default()
+    };
+    change_app(&state, &caller.tenant, &app, change).await
+}
+
+/// Parses binding strings; the store checks providers and options.
+pub fn parse_bindings(specs: &[String]) -> Result<Vec<Binding>, ApiError> {
+    specs
+        .iter()
+        .map(|s| s.parse::<Binding>().map_err(ApiError::from))
+        .collect()
+}
+
+/// Normalized, deduplicated routes.
+pub fn normalize_routes(routes: &[String]) -> Result<Vec<String>, ApiError> {
+    let mut out = Vec::with_capacity(routes.len());
+    for r in routes {
+        let r = names::normalize_route(r)?;
+        if !out.contains(&r) {
+            out.push(r);
+        }
+    }
+    Ok(out)
+}
+
+/// Records `change`, then rolls the app's deployment out.
+async fn change_app(
+    state: &ApiState,
+    tenant: &str,
+    app: &str,
+    change: AppChange,
+) -> Result<Json<AppView>, ApiError> {
+    let updated = state.store.update_app(tenant, app, change).await?;
+    let warnings = roll_out(state, tenant, app).await;
+    let mut view = AppView::from(updated);
+    view.warnings = warnings;
+    Ok(Json(view))
+}
+
+/// Tells workers what now serves the app; failures become warnings for the caller.
+pub async fn roll_out(state: &ApiState, tenant: &str, app: &str) -> Vec<String> {
+    match state.store.deployment(tenant, app).await {
+        Ok(Some(deployment)) => match state.rollout.apply(&deployment).await {
+            Ok(()) => Vec::new(),
+            Err(e) => {
+                tracing::warn!(tenant, app, error = %e, "rollout failed");
+                vec![format!("recorded, but not serving yet: {e}")]
+            }
+        },
+        Ok(None) => {
+            state.rollout.remove(tenant, app).await;
+            Vec::new()
+        }
+        Err(e) => vec![format!("recorded, but reading it back failed: {e}")],
+    }
+}

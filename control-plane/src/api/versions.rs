@@ -1,0 +1,231 @@
+//! Version routes: deploy (a streamed multipart upload, checked before anything is
+//! stored), list and get.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::multipart::MultipartRejection;
+use axum::extract::{Multipart, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use super::apps::{normalize_routes, parse_bindings, roll_out};
+use super::views::{AppView, PageView, VersionView};
+use super::{ApiError, ApiState, Caller, PageQuery, Query};
+use crate::auth::Role;
+use crate::store::{AppChange, NewVersion, StoreError};
+use crate::{inspect, names, upload};
+
+/// Room for multipart framing and the manifest on top of the component limit.
+pub const MULTIPART_OVERHEAD: usize = 256 << 10;
+const MAX_MANIFEST_BYTES: usize = 64 << 10;
+
+/// The `manifest` part of a deploy: what to bind and route along with the component.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Replaces all of the app's bindings; absent keeps the current ones.
+    bindings: Option<Vec<String>>,
+    /// Replaces the app's HTTP routes; absent keeps the current ones.
+    routes: Option<Vec<String>>,
+    /// Make the new version live (default true).
+    #[serde(default = "yes")]
+    activate: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Serialize)]
+pub struct Deployed {
+    app: AppView,
+    version: VersionView,
+    /// False when the registry already held these bytes.
+    stored: bool,
+}
+
+pub async fn deploy(
+    State(state): State<Arc<ApiState>>,
+    Caller(caller): Caller,
+    Path(app): Path<String>,
+    headers: HeaderMap,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<(StatusCode, Json<Deployed>), ApiError> {
+    caller.require(Role::Deployer)?;
+    names::check_app_name(&app)?;
+    let limit = state.max_upload_bytes;
+    // Refuse an announced oversize body before reading any of it.
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > limit + MULTIPART_OVERHEAD as u64) {
+        return Err(upload::StageError::TooLarge { limit }.into());
+    }
+    let mut multipart = multipart.map_err(|r| {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "bad_request",
+            format!(
+                "send multipart/form-data with a `component` part (and optionally a JSON `manifest` part): {}",
+                r.body_text()
+            ),
+        )
+    })?;
+
+    let mut manifest = Manifest {
+        activate: true,
+        ..Manifest::default()
+    };
+    let mut staged = None;
+    while let Some(field) = multipart.next_field().await.map_err(multipart_err)? {
+        match field.name() {
+            Some("manifest") => {
+                let bytes = read_small(field, MAX_MANIFEST_BYTES).await?;
+                manifest = serde_json::from_slice(&bytes)
+                    .map_err(|e| ApiError::bad_request(format!("manifest is not valid: {e}")))?;
+            }
+            Some("component") => {
+                let dir = state.staging_dir.clone();
+                staged = Some(upload::stage(field, limit, &dir).await?);
+            }
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unexpected part `{}`; send `manifest` and `component`",
+                    other.unwrap_or("")
+                )));
+            }
+        }
+    }
+    let staged =
+        staged.ok_or_else(|| ApiError::bad_request("the upload has no `component` part"))?;
+
+    // Everything is checked before anything is stored.
+    let inspection = inspect::inspect(&staged.path).await?;
+    let bindings = match &manifest.bindings {
+        Some(specs) => parse_bindings(specs)?,
+        None => match state.store.get_app(&caller.tenant, &app).await {
+            Ok(existing) => parse_bindings(&existing.bindings)?,
+            Err(StoreError::NotFound(_)) => Vec::new(),
+            Err(e) => return Err(e.into()),
+        },
+    };
+    stratus_worker::capabilities::Capabilities::check(&bindings)?;
+    stratus_worker::runtime::check_imports(
+        inspection.imports.iter().map(String::as_str),
+        &bindings,
+    )?;
+    let routes = manifest
+        .routes
+        .as_deref()
+        .map(normalize_routes)
+        .transpose()?;
+
+    let stored = state
+        .artifacts
+        .put_file(&staged.digest, &staged.path, staged.size)
+        .await?;
+    let new = NewVersion {
+        digest: staged.digest.clone(),
+        size_bytes: i64::try_from(staged.size).unwrap_or(i64::MAX),
+        imports: inspection.imports,
+    };
+    let change = AppChange {
+        bindings: manifest.bindings.is_some().then_some(bindings),
+        routes,
+        ..AppChange::default()
+    };
+    let (app_record, version) = state
+        .store
+        .add_version(&caller.tenant, &app, new, change, manifest.activate)
+        .await?;
+    tracing::info!(
+        tenant = %caller.tenant,
+        app = %app,
+        version = version.version,
+        digest = %version.digest,
+        stored,
+        "deployed"
+    );
+    let mut view = AppView::from(app_record);
+    if manifest.activate {
+        view.warnings = roll_out(&state, &caller.tenant, &app).await;
+    }
+    Ok((
+        StatusCode::CREATED,
+        Json(Deployed {
+            app: view,
+            version: version.into(),
+            stored,
+        }),
+    ))
+}
+
+fn multipart_err(e: axum::extract::multipart::MultipartError) -> ApiError {
+    let status = e.status();
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(status, "payload_too_large", e.body_text())
+    } else {
+        ApiError::new(status, "bad_request", e.body_text())
+    }
+}
+
+async fn read_small(
+    mut field: axum::extract::multipart::Field<'_>,
+    limit: usize,
+) -> Result<Vec<u8>, ApiError> {
+    let mut out = Vec::new();
+    while let Some(chunk) = field.next().await {
+        let chunk = chunk.map_err(multipart_err)?;
+        if out.len() + chunk.len() > limit {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("the manifest exceeds {limit} bytes"),
+            ));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+pub async fn list(
+    State(state): State<Arc<ApiState>>,
+    Caller(caller): Caller,
+    Path(app): Path<String>,
+    Query(page): Query<PageQuery>,
+) -> Result<Json<PageView<VersionView>>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let after = match page.cursor.as_deref() {
+        None => None,
+        Some(c) => Some(
+            c.parse::<i64>()
+                .map_err(|_| ApiError::bad_request("invalid cursor"))?,
+        ),
+    };
+    let versions = state
+        .store
+        .list_versions(&caller.tenant, &app, after, page.limit()?)
+        .await?;
+    Ok(Json(versions.into()))
+}
+
+pub async fn get(
+    State(state): State<Arc<ApiState>>,
+    Caller(caller): Caller,
+    Path((app, version)): Path<(String, String)>,
+) -> Result<Json<VersionView>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let number = version
+        .parse::<i64>()
+        .map_err(|_| ApiError::bad_request("a version is a positive integer"))?;
+    Ok(Json(
+        state
+            .store
+            .get_version(&caller.tenant, &app, number)
+            .await?
+            .into(),
+    ))
+}
