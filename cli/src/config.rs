@@ -1,6 +1,10 @@
-//! The only place `fnctl` reads its environment.
+//! The only place `fnctl` reads its environment: logging, the local data directory, and
+//! where the control plane is and which token to send.
 
 use std::path::PathBuf;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
 
 /// `RUST_LOG` filters logs (default `info`); guest output is logged under target `guest`.
 pub fn init_tracing() {
@@ -14,9 +18,73 @@ pub fn init_tracing() {
 }
 
 /// Where local state lives: `STRATUS_DATA_DIR`, else `.stratus` in the current directory
-/// (embedded key-value files, the compiled-component cache).
+/// (embedded key-value files, the compiled-component cache, `fnctl up`'s control plane).
 pub fn default_data_dir() -> PathBuf {
     std::env::var_os("STRATUS_DATA_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(".stratus"))
+}
+
+/// The control plane to talk to and the bearer token to send.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Credentials {
+    pub endpoint: String,
+    pub token: String,
+}
+
+/// `STRATUS_CONFIG_DIR`, else the user's config directory + `stratus`.
+fn config_dir() -> anyhow::Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("STRATUS_CONFIG_DIR") {
+        return Ok(PathBuf::from(dir));
+    }
+    dirs::config_dir()
+        .map(|d| d.join("stratus"))
+        .context("no config directory for this user; set STRATUS_CONFIG_DIR")
+}
+
+fn credentials_path() -> anyhow::Result<PathBuf> {
+    Ok(config_dir()?.join("credentials.toml"))
+}
+
+impl Credentials {
+    /// The saved login, with `STRATUS_ENDPOINT` and `STRATUS_TOKEN` taking precedence.
+    pub fn load() -> anyhow::Result<Self> {
+        let saved: Option<Credentials> = match std::fs::read_to_string(credentials_path()?) {
+            Ok(text) => Some(toml::from_str(&text).context("reading saved credentials")?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e).context("reading saved credentials"),
+        };
+        let endpoint = std::env::var("STRATUS_ENDPOINT")
+            .ok()
+            .or_else(|| saved.as_ref().map(|c| c.endpoint.clone()));
+        let token = std::env::var("STRATUS_TOKEN")
+            .ok()
+            .or_else(|| saved.as_ref().map(|c| c.token.clone()));
+        match (endpoint, token) {
+            (Some(endpoint), Some(token)) => Ok(Self { endpoint, token }),
+            _ => anyhow::bail!(
+                "not logged in: run `fnctl login --endpoint URL --token TOKEN` (or `fnctl up` for a local platform), or set STRATUS_ENDPOINT and STRATUS_TOKEN"
+            ),
+        }
+    }
+
+    /// Saves the login, readable by the user only.
+    pub fn save(&self) -> anyhow::Result<PathBuf> {
+        let path = credentials_path()?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let text = toml::to_string(self).context("encoding credentials")?;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options
+            .open(&path)
+            .with_context(|| format!("writing {}", path.display()))?;
+        std::io::Write::write_all(&mut file, text.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
+    }
 }

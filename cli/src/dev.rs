@@ -89,7 +89,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
 }
 
 /// The file name, with characters app names may not hold replaced by `-`.
-fn default_app_name(path: &std::path::Path) -> String {
+pub fn default_app_name(path: &std::path::Path) -> String {
     let stem = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())

@@ -1,7 +1,12 @@
 //! `fnctl`: the Stratus command line.
 
+mod client;
 mod config;
 mod dev;
+mod local_worker;
+mod manage;
+mod output;
+mod up;
 
 use clap::{Parser, Subcommand};
 
@@ -11,7 +16,19 @@ use clap::{Parser, Subcommand};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "fnctl", version, about = "Run and manage Stratus functions")]
+#[command(
+    name = "fnctl",
+    version,
+    about = "Run and manage Stratus functions",
+    after_help = "\
+Get started locally:
+  fnctl up                                             # control plane + worker, embedded
+  fnctl deploy app.wasm --app hello --route /hello     # in another terminal
+  curl http://127.0.0.1:8080/hello
+
+Against a remote control plane:
+  fnctl login --endpoint https://stratus.example.com --token-stdin < token.txt"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -19,7 +36,24 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run one component locally, without a control plane.
     Dev(dev::DevArgs),
+    /// Run a control plane and a worker in this process, on embedded defaults.
+    Up(up::UpArgs),
+    /// Save the control plane's address and your token.
+    Login(manage::LoginArgs),
+    /// Upload a component as a new version of an app and make it live.
+    Deploy(manage::DeployArgs),
+    /// List your apps.
+    Apps(manage::AppsArgs),
+    /// List an app's versions.
+    Versions(manage::VersionsArgs),
+    /// Make an earlier version live again.
+    Rollback(manage::RollbackArgs),
+    /// Set or remove an app's bindings without redeploying.
+    Bind(manage::BindArgs),
+    /// Delete an app with its versions, bindings and routes.
+    Delete(manage::DeleteArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -38,6 +72,14 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Dev(args) => dev::run(args).await,
+            Command::Up(args) => up::run(args).await,
+            Command::Login(args) => manage::login(args).await,
+            Command::Deploy(args) => manage::deploy(args).await,
+            Command::Apps(args) => manage::apps(args).await,
+            Command::Versions(args) => manage::versions(args).await,
+            Command::Rollback(args) => manage::rollback(args).await,
+            Command::Bind(args) => manage::bind(args).await,
+            Command::Delete(args) => manage::delete(args).await,
         }
     });
     match result {

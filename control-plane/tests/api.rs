@@ -487,7 +487,14 @@ async fn bad_uploads_are_refused_and_store_nothing(backend: &'static str) {
     let s = env.start().await;
     let t = s.token("acme", Role::Deployer);
     let core_module = b"\0asm\x01\0\0\0".to_vec();
-    let cases: Vec<(&str, Vec<u8>, Option<Value>, StatusCode, &str)> = vec![
+    type Case = (
+        &'static str,
+        Vec<u8>,
+        Option<Value>,
+        StatusCode,
+        &'static str,
+    );
+    let cases: Vec<Case> = vec![
         (
             "garbage",
             b"definitely not wasm".to_vec(),

@@ -15,20 +15,24 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-/// `target/<profile>/fnctl`, next to the directory holding this test binary.
-pub fn fnctl_bin() -> PathBuf {
+/// `target/<profile>/NAME`, next to the directory holding this test binary.
+pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     let dir = exe
         .parent()
         .and_then(Path::parent)
         .expect("target/<profile> directory");
-    let bin = dir.join("fnctl");
+    let bin = dir.join(name);
     assert!(
         bin.exists(),
-        "{} is missing: build it first (`cargo build -p fnctl`, done by .ci/test)",
+        "{} is missing: build it first (`cargo build --workspace`, done by .ci/test)",
         bin.display()
     );
     bin
+}
+
+pub fn fnctl_bin() -> PathBuf {
+    binary("fnctl")
 }
 
 /// A built guest component, from `STRATUS_WASM_DIR` (set by .ci/test after building
@@ -58,10 +62,13 @@ pub fn dynamo_binding() -> String {
     format!("kv=dynamo:table=stratus-e2e,region=us-east-1,endpoint={endpoint}")
 }
 
-/// A running `fnctl dev`; killed on drop.
+/// A running server process (`fnctl dev`, `fnctl up`, the control plane); killed on drop.
 pub struct Dev {
     child: Child,
+    /// The first `http://` address on its first line of output.
     pub url: String,
+    /// That first line, for servers that print several addresses.
+    pub first_line: String,
     stderr: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
@@ -73,11 +80,20 @@ impl Dev {
 
     /// Like `start`, but returns the process's stderr if it exits instead of serving.
     pub fn try_start(component: &Path, args: &[&str]) -> Result<Dev, String> {
-        let mut child = Command::new(fnctl_bin())
-            .arg("dev")
-            .arg(component)
-            .args(["--listen", "127.0.0.1:0"])
+        let mut all: Vec<&str> = vec!["dev"];
+        let component = component.to_string_lossy().into_owned();
+        all.push(&component);
+        all.extend(["--listen", "127.0.0.1:0"]);
+        all.extend(args);
+        Self::spawn(&fnctl_bin(), &all, &[])
+    }
+
+    /// Starts `bin ARGS...` and waits for its first line of output, which must carry an
+    /// `http://` address; returns its stderr if it exits first.
+    pub fn spawn(bin: &Path, args: &[&str], envs: &[(&str, &str)]) -> Result<Dev, String> {
+        let mut child = Command::new(bin)
             .args(args)
+            .envs(envs.iter().copied())
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -97,12 +113,15 @@ impl Dev {
         let mut lines = BufReader::new(out).lines();
         match lines.next() {
             Some(Ok(line)) if line.contains("http://") => {
-                let url = line
-                    .split_whitespace()
-                    .find(|w| w.starts_with("http://"))
-                    .unwrap_or_default()
-                    .to_string();
-                Ok(Dev { child, url, stderr })
+                let url = http_urls(&line).into_iter().next().unwrap_or_default();
+                // Keep draining stdout so the server never blocks on a full pipe.
+                std::thread::spawn(move || for _ in lines {});
+                Ok(Dev {
+                    child,
+                    url,
+                    first_line: line,
+                    stderr,
+                })
             }
             _ => {
                 let _ = child.wait();
@@ -142,10 +161,24 @@ impl Drop for Dev {
     }
 }
 
+/// Every `http://…` address in `line`, without trailing punctuation.
+pub fn http_urls(line: &str) -> Vec<String> {
+    line.split_whitespace()
+        .filter(|w| w.starts_with("http://"))
+        .map(|w| w.trim_end_matches([',', '.', ';']).to_string())
+        .collect()
+}
+
 /// Runs `fnctl ARGS...` to completion: (success, stdout, stderr).
 pub fn fnctl(args: &[&str]) -> (bool, String, String) {
+    fnctl_env(args, &[])
+}
+
+/// Runs `fnctl ARGS...` with extra environment variables.
+pub fn fnctl_env(args: &[&str], envs: &[(&str, &str)]) -> (bool, String, String) {
     let out = Command::new(fnctl_bin())
         .args(args)
+        .envs(envs.iter().copied())
         .output()
         .expect("running fnctl");
     (

@@ -1,0 +1,370 @@
+//! The control-plane commands: login, deploy, apps, versions, rollback, bind, delete.
+
+// Reading a `serde_json::Value` by key yields `Null` when the key is missing; it never
+// panics, which is what clippy's indexing lint guards against.
+#![allow(clippy::indexing_slicing)]
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use reqwest::Method;
+use serde_json::{Value, json};
+use stratus_worker::binding::Binding;
+
+use crate::client::Client;
+use crate::config::Credentials;
+use crate::output::{self, OutputArgs};
+
+fn client() -> anyhow::Result<Client> {
+    Client::new(Credentials::load()?)
+}
+
+/// App names go into URL paths; refuse what would change the path before sending.
+fn app_path(app: &str) -> anyhow::Result<String> {
+    stratus_worker::runtime::check_app_name(app)?;
+    Ok(format!("/v1/apps/{app}"))
+}
+
+#[derive(Args)]
+#[command(after_help = "\
+Examples:
+  fnctl login --endpoint https://stratus.example.com --token eyJhbGciOi...
+  echo \"$TOKEN\" | fnctl login --endpoint http://127.0.0.1:7070 --token-stdin")]
+pub struct LoginArgs {
+    /// The control plane's base URL.
+    #[arg(long)]
+    endpoint: String,
+    /// A bearer token (from `stratus-control-plane mint-token` or your admin).
+    #[arg(
+        long,
+        conflicts_with = "token_stdin",
+        required_unless_present = "token_stdin"
+    )]
+    token: Option<String>,
+    /// Read the token from standard input instead (keeps it out of shell history).
+    #[arg(long)]
+    token_stdin: bool,
+}
+
+pub async fn login(args: LoginArgs) -> anyhow::Result<()> {
+    let token = match args.token {
+        Some(t) => t,
+        None => {
+            let mut t = String::new();
+            std::io::stdin()
+                .read_line(&mut t)
+                .context("reading the token from stdin")?;
+            t.trim().to_string()
+        }
+    };
+    let creds = Credentials {
+        endpoint: args.endpoint,
+        token,
+    };
+    // Check before saving, so a typo is caught now rather than at the next deploy.
+    let _: Value = Client::new(creds.clone())?
+        .get("/v1/apps?limit=1")
+        .await
+        .context("checking the login")?;
+    let path = creds.save()?;
+    println!(
+        "Logged in to {} (saved to {})",
+        creds.endpoint,
+        path.display()
+    );
+    Ok(())
+}
+
+#[derive(Args)]
+#[command(after_help = "\
+Examples:
+  fnctl deploy app.wasm --app shop --route /shop
+  fnctl deploy app.wasm --app shop --bind kv=dynamo:table=shop --bind config.currency=EUR
+  fnctl deploy app.wasm --app shop --no-activate        # upload now, `fnctl rollback --to` later
+
+`--bind` replaces all of the app's bindings; without it the current ones are kept.
+`--route` replaces the app's HTTP routes; without it the current ones are kept.")]
+pub struct DeployArgs {
+    /// The component (`wasm32-wasip2`, exporting wasi:http/incoming-handler).
+    component: PathBuf,
+    /// App name (default: the file name).
+    #[arg(long)]
+    app: Option<String>,
+    /// Bind a capability: KIND[.NAME]=PROVIDER[:OPT=VAL,...] or config.KEY=VALUE.
+    #[arg(long = "bind", short = 'b', value_name = "BINDING")]
+    bindings: Vec<Binding>,
+    /// Serve the app on this HTTP path prefix (repeatable).
+    #[arg(long = "route", short = 'r', value_name = "PATH")]
+    routes: Vec<String>,
+    /// Upload without making the new version live.
+    #[arg(long)]
+    no_activate: bool,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
+    let app = match &args.app {
+        Some(a) => a.clone(),
+        None => crate::dev::default_app_name(&args.component),
+    };
+    let path = format!("{}/versions", app_path(&app)?);
+    let mut manifest = serde_json::Map::new();
+    manifest.insert("activate".into(), json!(!args.no_activate));
+    if !args.bindings.is_empty() {
+        manifest.insert(
+            "bindings".into(),
+            json!(
+                args.bindings
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+            ),
+        );
+    }
+    if !args.routes.is_empty() {
+        manifest.insert("routes".into(), json!(args.routes));
+    }
+    let progress = if args.output.is_json() || !std::io::IsTerminal::is_terminal(&std::io::stderr())
+    {
+        indicatif::ProgressBar::hidden()
+    } else {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "uploading {bar:30} {bytes}/{total_bytes} {bytes_per_sec}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    };
+    let deployed = client()?
+        .upload(&path, Value::Object(manifest), &args.component, progress)
+        .await?;
+    if args.output.is_json() {
+        output::json(&deployed);
+        return Ok(());
+    }
+    let version = &deployed["version"];
+    let digest = version["digest"].as_str().unwrap_or("");
+    println!(
+        "Deployed {app} version {} ({}, {}, {})",
+        version["version"],
+        digest.get(..19).unwrap_or(digest),
+        output::size(version["size_bytes"].as_u64().unwrap_or(0)),
+        if deployed["stored"] == true {
+            "uploaded"
+        } else {
+            "already in the registry"
+        },
+    );
+    let app_view = &deployed["app"];
+    if args.no_activate {
+        println!(
+            "Live version stays {}",
+            output::cell(&app_view["live_version"])
+        );
+    }
+    let routes: Vec<String> = app_view["triggers"]
+        .as_array()
+        .map(|ts| {
+            ts.iter()
+                .filter_map(|t| t["route"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    if routes.is_empty() {
+        println!("No HTTP route yet: add one with `--route /{app}`");
+    } else {
+        println!("Routes: {}", routes.join(", "));
+    }
+    println!("Bindings: {}", output::cell(&app_view["bindings"]));
+    for w in app_view["warnings"].as_array().into_iter().flatten() {
+        eprintln!("warning: {}", output::cell(w));
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+#[command(after_help = "Examples:\n  fnctl apps\n  fnctl apps --output json")]
+pub struct AppsArgs {
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+pub async fn apps(args: AppsArgs) -> anyhow::Result<()> {
+    let apps = client()?.get_all("/v1/apps").await?;
+    if args.output.is_json() {
+        output::json(&Value::Array(apps));
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = apps
+        .iter()
+        .map(|a| {
+            let routes: Vec<Value> = a["triggers"]
+                .as_array()
+                .map(|ts| ts.iter().map(|t| t["route"].clone()).collect())
+                .unwrap_or_default();
+            vec![
+                output::cell(&a["name"]),
+                output::cell(&a["live_version"]),
+                output::cell(&Value::Array(routes)),
+                output::cell(&a["updated_at"]),
+            ]
+        })
+        .collect();
+    output::table(&["NAME", "LIVE", "ROUTES", "UPDATED"], &rows);
+    Ok(())
+}
+
+#[derive(Args)]
+#[command(after_help = "Examples:\n  fnctl versions shop\n  fnctl versions shop -o json")]
+pub struct VersionsArgs {
+    app: String,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+pub async fn versions(args: VersionsArgs) -> anyhow::Result<()> {
+    let client = client()?;
+    let app_path = app_path(&args.app)?;
+    let app: Value = client.get(&app_path).await?;
+    let versions = client.get_all(&format!("{app_path}/versions")).await?;
+    if args.output.is_json() {
+        output::json(&Value::Array(versions));
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = versions
+        .iter()
+        .map(|v| {
+            let live = v["version"] == app["live_version"];
+            vec![
+                format!("{}{}", v["version"], if live { " (live)" } else { "" }),
+                output::cell(&v["digest"]).chars().take(19).collect(),
+                output::size(v["size_bytes"].as_u64().unwrap_or(0)),
+                output::cell(&v["created_at"]),
+            ]
+        })
+        .collect();
+    output::table(&["VERSION", "DIGEST", "SIZE", "CREATED"], &rows);
+    Ok(())
+}
+
+#[derive(Args)]
+#[command(after_help = "\
+Examples:
+  fnctl rollback shop            # to the version before the live one
+  fnctl rollback shop --to 3")]
+pub struct RollbackArgs {
+    app: String,
+    /// The version to make live (default: the one before the live version).
+    #[arg(long)]
+    to: Option<i64>,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+pub async fn rollback(args: RollbackArgs) -> anyhow::Result<()> {
+    let client = client()?;
+    let app_path = app_path(&args.app)?;
+    let target = match args.to {
+        Some(v) => v,
+        None => {
+            let app: Value = client.get(&app_path).await?;
+            let live = app["live_version"]
+                .as_i64()
+                .with_context(|| format!("{} has no live version to roll back from", args.app))?;
+            client
+                .get_all(&format!("{app_path}/versions"))
+                .await?
+                .iter()
+                .filter_map(|v| v["version"].as_i64())
+                .filter(|v| *v < live)
+                .max()
+                .with_context(|| {
+                    format!(
+                        "{} has no version before {live}; pick one with --to",
+                        args.app
+                    )
+                })?
+        }
+    };
+    let app: Value = client
+        .call(
+            Method::PUT,
+            &format!("{app_path}/live"),
+            Some(json!({ "version": target })),
+        )
+        .await?;
+    if args.output.is_json() {
+        output::json(&app);
+    } else {
+        println!("{} is now live at version {target}", args.app);
+        print_warnings(&app);
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+#[command(after_help = "\
+Examples:
+  fnctl bind shop kv=redis:url=redis://cache:6379
+  fnctl bind shop kv.sessions=memory config.currency=EUR
+  fnctl bind shop --remove config.currency
+
+Takes effect on the running app without a redeploy.")]
+pub struct BindArgs {
+    app: String,
+    /// Bindings to set or replace: KIND[.NAME]=PROVIDER[:OPT=VAL,...] or config.KEY=VALUE.
+    bindings: Vec<Binding>,
+    /// Binding names to remove (`kv`, `kv.NAME`, `config.KEY`).
+    #[arg(long)]
+    remove: Vec<String>,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+pub async fn bind(args: BindArgs) -> anyhow::Result<()> {
+    if args.bindings.is_empty() && args.remove.is_empty() {
+        anyhow::bail!("give bindings to set (e.g. `kv=redis`) or `--remove NAME`");
+    }
+    let body = json!({
+        "set": args.bindings.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "remove": args.remove,
+    });
+    let app: Value = client()?
+        .call(
+            Method::PATCH,
+            &format!("{}/bindings", app_path(&args.app)?),
+            Some(body),
+        )
+        .await?;
+    if args.output.is_json() {
+        output::json(&app);
+    } else {
+        println!("{} bindings: {}", args.app, output::cell(&app["bindings"]));
+        print_warnings(&app);
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+#[command(after_help = "Example:\n  fnctl delete shop")]
+pub struct DeleteArgs {
+    app: String,
+}
+
+pub async fn delete(args: DeleteArgs) -> anyhow::Result<()> {
+    let _: Value = client()?
+        .call(Method::DELETE, &app_path(&args.app)?, None)
+        .await?;
+    println!("Deleted {}", args.app);
+    Ok(())
+}
+
+fn print_warnings(app: &Value) {
+    for w in app["warnings"].as_array().into_iter().flatten() {
+        eprintln!("warning: {}", output::cell(w));
+    }
+}

@@ -1,0 +1,335 @@
+//! End to end through `fnctl`: `fnctl up` (control plane + worker in one process, embedded
+//! defaults), and `stratus-control-plane serve` as its own process on PostgreSQL and S3,
+//! with deploys, refusals, re-binding, rollback, delete and restarts.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::path::Path;
+
+use stratus_tests::{Dev, Http, binary, fnctl_env, http_urls, wasm};
+
+/// `fnctl` with its login kept in `config_dir`.
+fn fnctl_in(config_dir: &Path, args: &[&str]) -> (bool, String, String) {
+    fnctl_env(
+        args,
+        &[("STRATUS_CONFIG_DIR", config_dir.to_str().unwrap())],
+    )
+}
+
+fn up(data: &Path, config_dir: &Path) -> (Dev, String, String) {
+    let dev = Dev::spawn(
+        &binary("fnctl"),
+        &[
+            "up",
+            "--listen",
+            "127.0.0.1:0",
+            "--api",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        &[("STRATUS_CONFIG_DIR", config_dir.to_str().unwrap())],
+    )
+    .unwrap_or_else(|e| panic!("fnctl up did not start: {e}"));
+    let urls = http_urls(&dev.first_line);
+    let (api, apps) = (urls[0].clone(), urls[1].clone());
+    (dev, api, apps)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fnctl_up_deploy_bind_rollback_delete_restart() {
+    let data = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let (dev, _api, apps) = up(data.path(), home.path());
+    let http = Http::default();
+    let fnctl = |args: &[&str]| fnctl_in(home.path(), args);
+    let hello = wasm("hello");
+    let counter = wasm("counter");
+
+    let (ok, out, err) = fnctl(&[
+        "deploy",
+        hello.to_str().unwrap(),
+        "--app",
+        "hello",
+        "--route",
+        "/hello",
+    ]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("Deployed hello version 1"), "{out}");
+    let reply = http.get(&format!("{apps}/hello")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let reply = http.get(&format!("{apps}/nothing-here")).await;
+    assert_eq!(reply.status, 404);
+
+    // Refused with a message that says how to fix it; nothing is created.
+    let (ok, out, err) = fnctl(&[
+        "deploy",
+        counter.to_str().unwrap(),
+        "--app",
+        "counter",
+        "--route",
+        "/count",
+    ]);
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains("missing_binding") && err.contains("--bind"),
+        "{err}"
+    );
+    let (ok, out, _) = fnctl(&["apps", "-o", "json"]);
+    assert!(ok);
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1, "{out}");
+
+    let (ok, out, err) = fnctl(&[
+        "deploy",
+        counter.to_str().unwrap(),
+        "--app",
+        "counter",
+        "--route",
+        "/count",
+        "--bind",
+        "kv=embedded",
+        "--bind",
+        "config.greeting=Hi",
+    ]);
+    assert!(ok, "{out}{err}");
+    assert_eq!(
+        http.get(&format!("{apps}/count")).await.text(),
+        "Hi! /count has been visited 1 times.\n"
+    );
+    assert_eq!(
+        http.get(&format!("{apps}/count")).await.text(),
+        "Hi! /count has been visited 2 times.\n"
+    );
+
+    // Version 2 with another greeting; then roll back to 1.
+    let (ok, out, err) = fnctl(&[
+        "deploy",
+        counter.to_str().unwrap(),
+        "--app",
+        "counter",
+        "--bind",
+        "kv=embedded",
+        "--bind",
+        "config.greeting=Ahoy",
+    ]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("already in the registry"),
+        "same bytes are not uploaded twice: {out}"
+    );
+    assert!(
+        http.get(&format!("{apps}/count"))
+            .await
+            .text()
+            .starts_with("Ahoy! /count has been visited 3")
+    );
+    let (ok, out, _) = fnctl(&["versions", "counter", "-o", "json"]);
+    assert!(ok);
+    let versions: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(versions.as_array().unwrap().len(), 2);
+    let (ok, out, err) = fnctl(&["rollback", "counter"]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("version 1"), "{out}");
+    // Bindings belong to the app, not the version: the rollback keeps the current ones.
+    assert!(
+        http.get(&format!("{apps}/count"))
+            .await
+            .text()
+            .starts_with("Ahoy! /count has been visited 4")
+    );
+
+    // Re-bind without redeploying: a fresh in-memory store starts counting again.
+    let (ok, out, err) = fnctl(&["bind", "counter", "kv=memory", "config.greeting=Hey"]);
+    assert!(ok, "{out}{err}");
+    assert_eq!(
+        http.get(&format!("{apps}/count")).await.text(),
+        "Hey! /count has been visited 1 times.\n"
+    );
+    let (ok, _, err) = fnctl(&["bind", "counter", "--remove", "kv"]);
+    assert!(!ok);
+    assert!(err.contains("missing_binding"), "{err}");
+    let (ok, _, _) = fnctl(&["bind", "counter", "kv=embedded"]);
+    assert!(ok);
+    assert!(
+        http.get(&format!("{apps}/count"))
+            .await
+            .text()
+            .contains("visited 5 times")
+    );
+
+    // Delete.
+    let (ok, out, err) = fnctl(&["delete", "hello"]);
+    assert!(ok, "{out}{err}");
+    assert_eq!(http.get(&format!("{apps}/hello")).await.status, 404);
+    let (ok, _, err) = fnctl(&["versions", "hello"]);
+    assert!(!ok);
+    assert!(err.contains("not_found"), "{err}");
+
+    // A restart serves what was live, with its data.
+    drop(dev);
+    let (_dev, _api, apps) = up(data.path(), home.path());
+    assert!(
+        http.get(&format!("{apps}/count"))
+            .await
+            .text()
+            .contains("visited 6 times")
+    );
+    let (ok, out, _) = fnctl(&["apps"]);
+    assert!(ok);
+    assert!(out.contains("counter") && !out.contains("hello"), "{out}");
+}
+
+#[test]
+fn fnctl_without_login_or_with_a_bad_token_says_what_to_do() {
+    let home = tempfile::tempdir().unwrap();
+    let (ok, _, err) = fnctl_in(home.path(), &["apps"]);
+    assert!(!ok);
+    assert!(err.contains("fnctl login"), "{err}");
+    let data = tempfile::tempdir().unwrap();
+    let (_dev, api, _) = up(data.path(), home.path());
+    let (ok, _, err) = fnctl_env(
+        &["apps"],
+        &[
+            ("STRATUS_CONFIG_DIR", home.path().to_str().unwrap()),
+            ("STRATUS_TOKEN", "not-a-token"),
+        ],
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("unauthorized") && err.contains("fnctl login"),
+        "{err}"
+    );
+    // A login with a bad token is checked and not saved.
+    let other = tempfile::tempdir().unwrap();
+    let (ok, _, err) = fnctl_in(
+        other.path(),
+        &["login", "--endpoint", &api, "--token", "nope"],
+    );
+    assert!(!ok, "{err}");
+    assert!(!other.path().join("credentials.toml").exists());
+}
+
+/// The control plane as its own process on PostgreSQL + S3 (the local AWS emulator), an
+/// admin-minted token, `fnctl login`, `deploy --bind kv=dynamo`, and a restart.
+#[test]
+fn standalone_control_plane_on_postgres_and_s3() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let schema = format!("e2e_{run}");
+    let pg = std::env::var("STRATUS_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/test".into());
+    let config = dir.path().join("control-plane.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+listen = "127.0.0.1:0"
+data_dir = "{data}"
+
+[metadata]
+type = "postgres"
+url = "{pg}"
+schema = "{schema}"
+
+[artifacts]
+type = "s3"
+bucket = "stratus-e2e-{run}"
+force_path_style = true
+create_bucket = true
+
+[auth]
+issuer = "stratus-e2e"
+audience = "stratus"
+keys = [{{ kid = "k1", algorithm = "HS256", secret = "e2e-secret-e2e-secret-e2e-secret-42" }}]
+"#,
+            data = dir.path().join("cp").display(),
+        ),
+    )
+    .unwrap();
+    let cp_bin = binary("stratus-control-plane");
+    let config_arg = config.to_str().unwrap();
+    let mint = std::process::Command::new(&cp_bin)
+        .args([
+            "--config",
+            config_arg,
+            "mint-token",
+            "--tenant",
+            "acme",
+            "--role",
+            "deployer",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        mint.status.success(),
+        "{}",
+        String::from_utf8_lossy(&mint.stderr)
+    );
+    let token = String::from_utf8(mint.stdout).unwrap().trim().to_string();
+
+    let cp = Dev::spawn(&cp_bin, &["--config", config_arg, "serve"], &[]).unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let fnctl = |args: &[&str]| fnctl_in(home.path(), args);
+    let (ok, out, err) = fnctl(&["login", "--endpoint", &cp.url, "--token", &token]);
+    assert!(ok, "{out}{err}");
+    let counter = wasm("counter");
+    let (ok, out, err) = fnctl(&[
+        "deploy",
+        counter.to_str().unwrap(),
+        "--app",
+        "shop",
+        "--route",
+        "/shop",
+        "--bind",
+        "kv=dynamo:table=stratus-e2e-cp",
+        "--bind",
+        "config.greeting=Hi",
+        "-o",
+        "json",
+    ]);
+    assert!(ok, "{out}{err}");
+    let deployed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        deployed["app"]["bindings"],
+        serde_json::json!(["config.greeting=Hi", "kv=dynamo:table=stratus-e2e-cp"])
+    );
+    assert_eq!(deployed["stored"], true);
+    // Unknown provider options are refused before anything is stored.
+    let (ok, _, err) = fnctl(&[
+        "deploy",
+        counter.to_str().unwrap(),
+        "--app",
+        "shop",
+        "--bind",
+        "kv=dynamo:tabel=x",
+        "--bind",
+        "config.greeting=Hi",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("unknown option `tabel`"), "{err}");
+    // A deployer may not delete.
+    let (ok, _, err) = fnctl(&["delete", "shop"]);
+    assert!(!ok);
+    assert!(err.contains("forbidden"), "{err}");
+
+    // Restart: everything is still there.
+    drop(cp);
+    let cp = Dev::spawn(&cp_bin, &["--config", config_arg, "serve"], &[]).unwrap();
+    let (ok, out, err) = fnctl_env(
+        &["versions", "shop", "-o", "json"],
+        &[
+            ("STRATUS_ENDPOINT", cp.url.as_str()),
+            ("STRATUS_TOKEN", token.as_str()),
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    let versions: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(versions.as_array().unwrap().len(), 1);
+    assert_eq!(versions[0]["digest"], deployed["version"]["digest"]);
+}
