@@ -7,6 +7,7 @@ export STRATUS_WASM_DIR="${STRATUS_WASM_DIR:-$CARGO_TARGET_DIR/stratus-wasm}"
 STRATUS_VENV="${STRATUS_VENV:-$HOME/.cache/stratus-venv}"
 MOTO_PORT="${MOTO_PORT:-5000}"
 REDIS_PORT="${REDIS_PORT:-6379}"
+POSTGRES_PORT="${POSTGRES_PORT:-5432}"
 
 # The local AWS emulator accepts any credentials; these keep the SDK's credential chain
 # from ever looking for instance metadata.
@@ -16,6 +17,7 @@ export AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-test}"
 export AWS_REGION="${AWS_REGION:-us-east-1}"
 export AWS_EC2_METADATA_DISABLED=true
 export STRATUS_TEST_REDIS_URL="${STRATUS_TEST_REDIS_URL:-redis://127.0.0.1:$REDIS_PORT}"
+export STRATUS_TEST_POSTGRES_URL="${STRATUS_TEST_POSTGRES_URL:-postgres://postgres:postgres@127.0.0.1:$POSTGRES_PORT/test}"
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 

@@ -137,7 +137,12 @@ impl Client {
             .multipart(form)
             .send()
             .await
-            .with_context(|| format!("uploading to the control plane at {}", self.endpoint))?;
+            .with_context(|| {
+                format!(
+                    "uploading to the control plane at {} failed; a server refusing an upload (e.g. over its size limit) may close the connection before answering",
+                    self.endpoint
+                )
+            })?;
         decode(resp).await
     }
 }

@@ -48,6 +48,23 @@ fn credentials_path() -> anyhow::Result<PathBuf> {
 }
 
 impl Credentials {
+    /// The saved login only, without environment overrides.
+    pub fn saved() -> Option<Self> {
+        let text = std::fs::read_to_string(credentials_path().ok()?).ok()?;
+        toml::from_str(&text).ok()
+    }
+
+    /// Whether the endpoint is on this machine (a local platform's).
+    pub fn is_local(&self) -> bool {
+        let host = self
+            .endpoint
+            .trim_start_matches("http://")
+            .trim_start_matches("https://");
+        ["127.0.0.1", "localhost", "[::1]"]
+            .iter()
+            .any(|h| host.starts_with(h))
+    }
+
     /// The saved login, with `STRATUS_ENDPOINT` and `STRATUS_TOKEN` taking precedence.
     pub fn load() -> anyhow::Result<Self> {
         let saved: Option<Credentials> = match std::fs::read_to_string(credentials_path()?) {
@@ -83,6 +100,10 @@ impl Credentials {
         let mut file = options
             .open(&path)
             .with_context(|| format!("writing {}", path.display()))?;
+        // `mode` applies only when the file is created; tighten an existing one too.
+        #[cfg(unix)]
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .with_context(|| format!("restricting {}", path.display()))?;
         std::io::Write::write_all(&mut file, text.as_bytes())
             .with_context(|| format!("writing {}", path.display()))?;
         Ok(path)

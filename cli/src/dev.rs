@@ -3,13 +3,12 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
 use stratus_worker::binding::Binding;
 use stratus_worker::capabilities::Capabilities;
-use stratus_worker::runtime::{Runtime, RuntimeConfig};
+use stratus_worker::runtime::Runtime;
 use stratus_worker::trigger::http::Target;
 
 #[derive(Args)]
@@ -34,15 +33,8 @@ pub struct DevArgs {
     /// App name; buckets are namespaced by it (default: the file name).
     #[arg(long)]
     app: Option<String>,
-    /// Wall-clock deadline per invocation, in milliseconds.
-    #[arg(long, default_value_t = 30_000)]
-    timeout_ms: u64,
-    /// Linear memory limit per instance, in MiB.
-    #[arg(long, default_value_t = 128)]
-    max_memory_mb: usize,
-    /// Invocations running at once; more wait for a slot.
-    #[arg(long, default_value_t = 64)]
-    max_concurrency: u32,
+    #[command(flatten)]
+    limits: crate::limits::LimitArgs,
     /// Directory for embedded stores and the compiled-component cache.
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -59,13 +51,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let data_dir = args
         .data_dir
         .unwrap_or_else(crate::config::default_data_dir);
-    let runtime = Runtime::new(RuntimeConfig {
-        max_memory_bytes: args.max_memory_mb << 20,
-        timeout: Duration::from_millis(args.timeout_ms),
-        max_concurrency: args.max_concurrency,
-        cache_dir: Some(data_dir.join("cache")),
-        ..RuntimeConfig::default()
-    })?;
+    let runtime = Runtime::new(args.limits.runtime_config(data_dir.join("cache")))?;
     let capabilities = Capabilities::open(&args.bindings, &data_dir)
         .await
         .context("binding capabilities")?;

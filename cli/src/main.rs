@@ -3,6 +3,7 @@
 mod client;
 mod config;
 mod dev;
+mod limits;
 mod local_worker;
 mod manage;
 mod output;

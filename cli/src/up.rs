@@ -12,7 +12,7 @@ use stratus_control_plane::artifacts::FsArtifacts;
 use stratus_control_plane::auth::{Algorithm, AuthConfig, KeyConfig, Role};
 use stratus_control_plane::config::{ArtifactsConfig, Config, MetadataConfig};
 use stratus_control_plane::server::ControlPlane;
-use stratus_worker::runtime::{Runtime, RuntimeConfig};
+use stratus_worker::runtime::Runtime;
 use stratus_worker::trigger::http::Target;
 use stratus_worker::trigger::routes::Routes;
 
@@ -41,15 +41,8 @@ pub struct UpArgs {
     /// Largest component accepted, in MiB.
     #[arg(long, default_value_t = 50)]
     max_upload_mb: u64,
-    /// Wall-clock deadline per invocation, in milliseconds.
-    #[arg(long, default_value_t = 30_000)]
-    timeout_ms: u64,
-    /// Linear memory limit per instance, in MiB.
-    #[arg(long, default_value_t = 128)]
-    max_memory_mb: usize,
-    /// Invocations running at once; more wait for a slot.
-    #[arg(long, default_value_t = 64)]
-    max_concurrency: u32,
+    #[command(flatten)]
+    limits: crate::limits::LimitArgs,
 }
 
 /// The local HMAC key, made on first start and kept so saved tokens survive restarts.
@@ -106,13 +99,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             signing_kid: None,
         },
     };
-    let runtime = Runtime::new(RuntimeConfig {
-        max_memory_bytes: args.max_memory_mb << 20,
-        timeout: Duration::from_millis(args.timeout_ms),
-        max_concurrency: args.max_concurrency,
-        cache_dir: Some(data_dir.join("cache")),
-        ..RuntimeConfig::default()
-    })?;
+    let runtime = Runtime::new(args.limits.runtime_config(data_dir.join("cache")))?;
     let routes = Arc::new(Routes::default());
     let worker = LocalWorker {
         runtime,
@@ -138,16 +125,27 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         Role::Admin,
         Duration::from_secs(30 * 86400),
     )?;
-    let saved = Credentials {
+    let creds = Credentials {
         endpoint: format!("http://{api_addr}"),
         token,
-    }
-    .save()?;
+    };
     println!("Stratus is up: API on http://{api_addr}, apps on http://{apps_addr}");
-    println!(
-        "Logged in as admin of tenant `{LOCAL_TENANT}` (credentials in {})",
-        saved.display()
-    );
+    // Never replace a login to a remote control plane with this local one.
+    match Credentials::saved() {
+        Some(existing) if !existing.is_local() => {
+            println!(
+                "Your saved login ({}) is kept; to use this platform run:\n  export STRATUS_ENDPOINT={} STRATUS_TOKEN={}",
+                existing.endpoint, creds.endpoint, creds.token
+            );
+        }
+        _ => {
+            let saved = creds.save()?;
+            println!(
+                "Logged in as admin of tenant `{LOCAL_TENANT}` (credentials in {})",
+                saved.display()
+            );
+        }
+    }
     println!("Next: fnctl deploy app.wasm --app NAME --route /NAME");
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -158,7 +156,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stopped| *stopped).await;
     };
-    let timeout = Duration::from_millis(args.timeout_ms);
+    let timeout = args.limits.timeout();
     let (api_result, apps_result) = tokio::join!(
         cp.serve(api, until_stopped(stopped.clone())),
         stratus_worker::trigger::http::serve(

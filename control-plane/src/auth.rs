@@ -43,11 +43,21 @@ pub struct Claims {
     pub tenant: String,
     pub role: Role,
     pub iss: String,
-    pub aud: String,
+    pub aud: Audience,
     pub exp: u64,
-    pub iat: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nbf: Option<u64>,
+}
+
+/// `aud` is a string or an array of strings (RFC 7519 §4.1.3); identity providers send
+/// either. Which value it must hold is checked by the verifier.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    One(String),
+    Many(Vec<String>),
 }
 
 /// One verification (and optionally signing) key.
@@ -277,9 +287,9 @@ impl Auth {
             tenant: tenant.to_string(),
             role,
             iss: self.issuer.clone(),
-            aud: self.audience.clone(),
+            aud: Audience::One(self.audience.clone()),
             exp: now + ttl.as_secs(),
-            iat: now,
+            iat: Some(now),
             nbf: Some(now),
         };
         let mut header = Header::new(*algorithm);

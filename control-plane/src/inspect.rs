@@ -1,11 +1,12 @@
 //! Reading an uploaded component without compiling it: full validation and its
-//! top-level import and export names, parsed incrementally from a file so a large upload
-//! is never held in memory whole.
+//! top-level import and export names, parsed incrementally from a file so only one
+//! section (or function body) of a large upload is in memory at a time. Blocking: run it
+//! off the async threads.
 
+use std::io::Read;
 use std::path::Path;
 
 use stratus_worker::runtime::LoadError;
-use tokio::io::AsyncReadExt;
 use wasmparser::{Chunk, Encoding, Parser, Payload, ValidPayload, Validator, WasmFeatures};
 
 /// What a component needs and offers.
@@ -26,8 +27,8 @@ pub enum InspectError {
 const READ_CHUNK: usize = 64 << 10;
 
 /// Validates the component in `path` and lists its top-level imports and exports.
-pub async fn inspect(path: &Path) -> Result<Inspection, InspectError> {
-    let mut file = tokio::fs::File::open(path).await?;
+pub fn inspect(path: &Path) -> Result<Inspection, InspectError> {
+    let mut file = std::fs::File::open(path)?;
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut eof = false;
     let mut parser = Parser::new(0);
@@ -55,7 +56,7 @@ pub async fn inspect(path: &Path) -> Result<Inspection, InspectError> {
                 }
                 let start = buf.len();
                 buf.resize(start + READ_CHUNK, 0);
-                let n = file.read(buf.get_mut(start..).unwrap_or_default()).await?;
+                let n = file.read(buf.get_mut(start..).unwrap_or_default())?;
                 buf.truncate(start + n);
                 eof = n == 0;
                 continue;

@@ -45,6 +45,7 @@ impl ControlPlane {
                 rollout,
                 max_upload_bytes: config.max_upload_bytes,
                 staging_dir: config.data_dir.join("staging"),
+                rollouts: tokio::sync::Mutex::new(()),
             }),
         })
     }

@@ -538,6 +538,27 @@ async fn bad_uploads_are_refused_and_store_nothing(backend: &'static str) {
             "invalid_name",
         ),
         (
+            "host-path",
+            wasm("counter"),
+            Some(json!({"bindings": ["kv=embedded:path=/etc/x", "config.a=b"]})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_binding",
+        ),
+        (
+            ".hidden",
+            wasm("hello"),
+            None,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_name",
+        ),
+        (
+            "-dash",
+            wasm("hello"),
+            None,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_name",
+        ),
+        (
             "bad-manifest",
             wasm("hello"),
             Some(json!({"bindngs": []})),
@@ -860,6 +881,14 @@ async fn auth_attacks_and_tenant_isolation(backend: &'static str) {
     let (st, _) = s
         .call("GET", "/v1/apps/secret-app", Some(&valid_rs), None)
         .await;
+    assert_eq!(st, StatusCode::OK);
+    // `aud` as an array holding ours is accepted too (identity providers send either).
+    let multi_aud = hs_token(
+        "hs",
+        &with(good.clone(), "aud", json!(["other-api", AUDIENCE])),
+        HMAC_SECRET.as_bytes(),
+    );
+    let (st, _) = s.call("GET", "/v1/apps", Some(&multi_aud), None).await;
     assert_eq!(st, StatusCode::OK);
 
     // Roles.

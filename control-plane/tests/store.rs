@@ -284,6 +284,21 @@ async fn routes_are_unique_across_apps_and_tenants(backend: &str) {
         other => panic!("{other:?}"),
     }
     assert!(store.get_app("t2", "b").await.unwrap().routes.is_empty());
+    // Nor a route under it, above it, or the root that would cover everything.
+    for overlapping in ["/shared/checkout", "/", "/a/b/c"] {
+        let err = store
+            .update_app("t2", "b", routes(&[overlapping]))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::Conflict(_)),
+            "{overlapping}: {err:?}"
+        );
+    }
+    store
+        .update_app("t2", "b", routes(&["/sharedx"]))
+        .await
+        .unwrap();
     // Re-setting one's own routes is fine.
     let app = store
         .update_app("t1", "a", routes(&["/shared"]))
@@ -291,6 +306,44 @@ async fn routes_are_unique_across_apps_and_tenants(backend: &str) {
         .unwrap();
     assert_eq!(app.routes, ["/shared"]);
     store.update_app("t2", "b", routes(&["/a"])).await.unwrap();
+}
+
+async fn first_deploys_of_one_app_race_safely(backend: &str) {
+    let (store, _g) = open(backend).await;
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let d = char::from(b'a' + i);
+            store
+                .add_version(
+                    "t",
+                    "new-app",
+                    version(d, &[]),
+                    AppChange {
+                        set_bindings: bind(&[&format!("config.k{i}=v")]),
+                        ..AppChange::default()
+                    },
+                    true,
+                )
+                .await
+                .unwrap()
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let app = store.get_app("t", "new-app").await.unwrap();
+    assert_eq!(app.bindings.len(), 6, "no lost update: {:?}", app.bindings);
+    assert_eq!(
+        store
+            .list_versions("t", "new-app", None, 10)
+            .await
+            .unwrap()
+            .items
+            .len(),
+        6
+    );
 }
 
 async fn delete_removes_everything_of_the_app(backend: &str) {
@@ -388,6 +441,7 @@ suite!(
     routes_are_unique_across_apps_and_tenants,
     delete_removes_everything_of_the_app,
     concurrent_deploys_get_distinct_versions,
+    first_deploys_of_one_app_race_safely,
 );
 
 /// Replicas starting together on an empty schema all succeed and migrate it once.

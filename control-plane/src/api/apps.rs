@@ -62,6 +62,7 @@ pub async fn delete(
 ) -> Result<StatusCode, ApiError> {
     caller.require(Role::Admin)?;
     state.store.delete_app(&caller.tenant, &app).await?;
+    let _one_at_a_time = state.rollouts.lock().await;
     state.rollout.remove(&caller.tenant, &app).await;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -179,20 +180,52 @@ pub async fn replace_triggers(
     change_app(&state, &caller.tenant, &app, change).await
 }
 
-/// Parses binding strings; the store checks providers and options.
+/// Bindings and routes one request may carry; bounds the work a request can cause.
+const MAX_BINDINGS: usize = 1024;
+const MAX_ROUTES: usize = 256;
+
+/// Parses binding strings (the store checks providers and options), refusing what a
+/// tenant must not choose: where a worker keeps embedded files is the worker's business.
 pub fn parse_bindings(specs: &[String]) -> Result<Vec<Binding>, ApiError> {
+    if specs.len() > MAX_BINDINGS {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_binding",
+            format!("at most {MAX_BINDINGS} bindings per request"),
+        ));
+    }
     specs
         .iter()
-        .map(|s| s.parse::<Binding>().map_err(ApiError::from))
+        .map(|s| {
+            let binding = s.parse::<Binding>()?;
+            if let Binding::KeyValue { provider, .. } = &binding
+                && provider.options.contains_key("path")
+            {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_binding",
+                    format!("`{s}`: the `path` option is only for `fnctl dev`; deployed apps keep embedded data where the worker puts it"),
+                ));
+            }
+            Ok(binding)
+        })
         .collect()
 }
 
 /// Normalized, deduplicated routes.
 pub fn normalize_routes(routes: &[String]) -> Result<Vec<String>, ApiError> {
-    let mut out = Vec::with_capacity(routes.len());
+    if routes.len() > MAX_ROUTES {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_name",
+            format!("at most {MAX_ROUTES} routes per app"),
+        ));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(routes.len());
+    let mut seen = std::collections::HashSet::new();
     for r in routes {
         let r = names::normalize_route(r)?;
-        if !out.contains(&r) {
+        if seen.insert(r.clone()) {
             out.push(r);
         }
     }
@@ -214,7 +247,11 @@ async fn change_app(
 }
 
 /// Tells workers what now serves the app; failures become warnings for the caller.
+///
+/// Rollouts run one at a time and each reads the state after the lock, so a slow apply
+/// (compiling) can never land after a newer one and leave an older version serving.
 pub async fn roll_out(state: &ApiState, tenant: &str, app: &str) -> Vec<String> {
+    let _one_at_a_time = state.rollouts.lock().await;
     match state.store.deployment(tenant, app).await {
         Ok(Some(deployment)) => match state.rollout.apply(&deployment).await {
             Ok(()) => Vec::new(),

@@ -19,7 +19,7 @@ use serde::de::DeserializeOwned;
 use tower_http::request_id::{
     MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
 pub use self::error::ApiError;
 use crate::artifacts::ArtifactStore;
@@ -40,6 +40,8 @@ pub struct ApiState {
     pub max_upload_bytes: u64,
     /// Where uploads are staged while they are checked.
     pub staging_dir: PathBuf,
+    /// Serializes rollouts (see `apps::roll_out`).
+    pub rollouts: tokio::sync::Mutex<()>,
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
@@ -85,20 +87,24 @@ pub fn router(state: Arc<ApiState>) -> Router {
         })
         .with_state(state)
         .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-            let id = req
-                .extensions()
-                .get::<RequestId>()
-                .and_then(|id| id.header_value().to_str().ok())
-                .unwrap_or("-");
-            tracing::info_span!(
-                "request",
-                method = %req.method(),
-                path = %req.uri().path(),
-                request_id = %id,
-                tenant = tracing::field::Empty,
-            )
-        }))
+        .layer(
+            TraceLayer::new_for_http()
+                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO))
+                .make_span_with(|req: &Request| {
+                    let id = req
+                        .extensions()
+                        .get::<RequestId>()
+                        .and_then(|id| id.header_value().to_str().ok())
+                        .unwrap_or("-");
+                    tracing::info_span!(
+                        "request",
+                        method = %req.method(),
+                        path = %req.uri().path(),
+                        request_id = %id,
+                        tenant = tracing::field::Empty,
+                    )
+                }),
+        )
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
 }
 

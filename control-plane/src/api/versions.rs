@@ -103,7 +103,11 @@ pub async fn deploy(
         staged.ok_or_else(|| ApiError::bad_request("the upload has no `component` part"))?;
 
     // Everything is checked before anything is stored.
-    let inspection = inspect::inspect(&staged.path).await?;
+    let path = staged.path.to_path_buf();
+    // Validation is CPU work over up to the upload limit: keep it off the async threads.
+    let inspection = tokio::task::spawn_blocking(move || inspect::inspect(&path))
+        .await
+        .map_err(|e| ApiError::from(inspect::InspectError::Io(std::io::Error::other(e))))??;
     let bindings = match &manifest.bindings {
         Some(specs) => parse_bindings(specs)?,
         None => match state.store.get_app(&caller.tenant, &app).await {
@@ -132,6 +136,9 @@ pub async fn deploy(
         size_bytes: i64::try_from(staged.size).unwrap_or(i64::MAX),
         imports: inspection.imports,
     };
+    // What workers must hear about: a new live version, or new bindings or routes for
+    // the current one.
+    let changes_serving = manifest.activate || manifest.bindings.is_some() || routes.is_some();
     let change = AppChange {
         bindings: manifest.bindings.is_some().then_some(bindings),
         routes,
@@ -150,7 +157,7 @@ pub async fn deploy(
         "deployed"
     );
     let mut view = AppView::from(app_record);
-    if manifest.activate {
+    if changes_serving {
         view.warnings = roll_out(&state, &caller.tenant, &app).await;
     }
     Ok((

@@ -40,9 +40,19 @@ impl ArtifactStore for FsArtifacts {
         tokio::fs::copy(path, &staging)
             .await
             .map_err(|e| io_err("copying into", &staging, e))?;
+        // Durable before it appears under its digest: a torn file there would be
+        // "stored" forever and fail every read as corrupt.
+        let synced = async { tokio::fs::File::open(&staging).await?.sync_all().await };
+        if let Err(e) = synced.await {
+            let _ = tokio::fs::remove_file(&staging).await;
+            return Err(io_err("syncing", &staging, e));
+        }
         if let Err(e) = tokio::fs::rename(&staging, &target).await {
             let _ = tokio::fs::remove_file(&staging).await;
             return Err(io_err("storing", &target, e));
+        }
+        if let Ok(dir) = tokio::fs::File::open(&self.root).await {
+            let _ = dir.sync_all().await;
         }
         Ok(true)
     }

@@ -64,7 +64,8 @@ pub trait Tx: Send {
 /// PostgreSQL and SQLite accept.
 #[async_trait::async_trait]
 pub trait Database: Send + Sync {
-    /// A serializable-enough transaction: writers to the same app never interleave.
+    /// A transaction (read committed is enough: writers to one app serialize on its row
+    /// lock, taken first by every change).
     async fn begin(&self) -> Result<Box<dyn Tx + '_>, StoreError>;
     /// Applies [`migrations::MIGRATIONS`] not yet applied, safe against other replicas
     /// migrating at the same moment.
@@ -154,10 +155,9 @@ impl Store {
     pub async fn create_app(&self, tenant: &str, name: &str) -> Result<App, StoreError> {
         let mut tx = self.db.begin().await?;
         ensure_tenant(tx.as_mut(), tenant).await?;
-        if find_app(tx.as_mut(), tenant, name).await?.is_some() {
+        let Some(id) = insert_app(tx.as_mut(), tenant, name).await? else {
             return Err(StoreError::Conflict(format!("app `{name}` already exists")));
-        }
-        let (id, _) = insert_app(tx.as_mut(), tenant, name).await?;
+        };
         let app = load_app(tx.as_mut(), &id).await?;
         tx.commit().await?;
         Ok(app)
@@ -201,7 +201,7 @@ impl Store {
     /// in the registry: they are content-addressed and may be shared.
     pub async fn delete_app(&self, tenant: &str, name: &str) -> Result<(), StoreError> {
         let mut tx = self.db.begin().await?;
-        let id = app_id(tx.as_mut(), tenant, name).await?;
+        let id = lock_app(tx.as_mut(), tenant, name).await?;
         for table in ["triggers", "bindings", "versions"] {
             tx.execute(
                 &format!("DELETE FROM {table} WHERE app_id = $1"),
@@ -226,10 +226,9 @@ impl Store {
     ) -> Result<(App, Version), StoreError> {
         let mut tx = self.db.begin().await?;
         ensure_tenant(tx.as_mut(), tenant).await?;
-        let id = match find_app(tx.as_mut(), tenant, name).await? {
-            Some(id) => id,
-            None => insert_app(tx.as_mut(), tenant, name).await?.0,
-        };
+        // Two first deploys of one app race here: one inserts, both then lock the row.
+        insert_app(tx.as_mut(), tenant, name).await?;
+        let id = lock_app(tx.as_mut(), tenant, name).await?;
         let rows = tx
             .query(
                 "UPDATE apps SET next_version = next_version + 1 WHERE id = $1 RETURNING next_version - 1",
@@ -259,6 +258,22 @@ impl Store {
         let version = load_version(tx.as_mut(), &id, number).await?;
         tx.commit().await?;
         Ok((app, version))
+    }
+
+    /// Read-only: whether `routes` would conflict, so a deploy can be refused before its
+    /// bytes are stored. The transaction of the change checks again.
+    pub async fn check_routes(
+        &self,
+        tenant: &str,
+        name: &str,
+        routes: &[String],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.db.begin().await?;
+        let id = find_app(tx.as_mut(), tenant, name)
+            .await?
+            .unwrap_or_default();
+        check_routes(tx.as_mut(), &id, routes).await?;
+        tx.commit().await
     }
 
     pub async fn list_versions(
@@ -312,7 +327,7 @@ impl Store {
         change: AppChange,
     ) -> Result<App, StoreError> {
         let mut tx = self.db.begin().await?;
-        let id = app_id(tx.as_mut(), tenant, name).await?;
+        let id = lock_app(tx.as_mut(), tenant, name).await?;
         apply_change(tx.as_mut(), &id, change).await?;
         let app = load_app(tx.as_mut(), &id).await?;
         tx.commit().await?;
@@ -417,19 +432,8 @@ async fn apply_change(tx: &mut dyn Tx, id: &str, change: AppChange) -> Result<()
             &[id.into()],
         )
         .await?;
+        check_routes(tx, id, &routes).await?;
         for route in routes {
-            let taken = tx
-                .query(
-                    "SELECT app_id FROM triggers WHERE kind = 'http' AND key = $1",
-                    &[route.as_str().into()],
-                )
-                .await?;
-            if !taken.is_empty() {
-                // Never say which app holds it: it may belong to another tenant.
-                return Err(StoreError::Conflict(format!(
-                    "route `{route}` is already served by another app"
-                )));
-            }
             tx.execute(
                 "INSERT INTO triggers (app_id, kind, key, spec) VALUES ($1, 'http', $2, '{}')",
                 &[id.into(), route.into()],
@@ -458,6 +462,33 @@ async fn apply_change(tx: &mut dyn Tx, id: &str, change: AppChange) -> Result<()
     Ok(())
 }
 
+/// Refuses routes that overlap another app's: equal, or one a prefix of the other at a
+/// segment boundary (else `/shop/checkout` could take part of another tenant's `/shop`).
+async fn check_routes(tx: &mut dyn Tx, id: &str, routes: &[String]) -> Result<(), StoreError> {
+    if routes.is_empty() {
+        return Ok(());
+    }
+    let taken = tx
+        .query(
+            "SELECT key FROM triggers WHERE kind = 'http' AND app_id <> $1",
+            &[id.into()],
+        )
+        .await?;
+    for row in &taken {
+        let other = text(row, 0)?;
+        if let Some(route) = routes
+            .iter()
+            .find(|r| stratus_worker::trigger::routes::routes_overlap(r, &other))
+        {
+            // Never say which app holds it: it may belong to another tenant.
+            return Err(StoreError::Conflict(format!(
+                "route `{route}` overlaps a route another app serves"
+            )));
+        }
+    }
+    Ok(())
+}
+
 async fn ensure_tenant(tx: &mut dyn Tx, tenant: &str) -> Result<(), StoreError> {
     tx.execute(
         "INSERT INTO tenants (id, created_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
@@ -467,19 +498,35 @@ async fn ensure_tenant(tx: &mut dyn Tx, tenant: &str) -> Result<(), StoreError> 
     Ok(())
 }
 
+/// Inserts the app unless it exists; `None` if it did.
 async fn insert_app(
     tx: &mut dyn Tx,
     tenant: &str,
     name: &str,
-) -> Result<(String, i64), StoreError> {
+) -> Result<Option<String>, StoreError> {
     let id = uuid::Uuid::new_v4().to_string();
-    let at = now();
-    tx.execute(
-        "INSERT INTO apps (id, tenant, name, next_version, created_at, updated_at) VALUES ($1, $2, $3, 1, $4, $4)",
-        &[id.as_str().into(), tenant.into(), name.into(), at.into()],
-    )
-    .await?;
-    Ok((id, at))
+    let inserted = tx
+        .query(
+            "INSERT INTO apps (id, tenant, name, next_version, created_at, updated_at) VALUES ($1, $2, $3, 1, $4, $4) ON CONFLICT (tenant, name) DO NOTHING RETURNING id",
+            &[id.as_str().into(), tenant.into(), name.into(), now().into()],
+        )
+        .await?;
+    Ok(inserted.first().map(|_| id))
+}
+
+/// Finds the app and takes its row lock for the rest of the transaction, so changes
+/// to one app (bindings read-modify-write, version numbers) never interleave.
+async fn lock_app(tx: &mut dyn Tx, tenant: &str, name: &str) -> Result<String, StoreError> {
+    let rows = tx
+        .query(
+            "UPDATE apps SET updated_at = updated_at WHERE tenant = $1 AND name = $2 RETURNING id",
+            &[tenant.into(), name.into()],
+        )
+        .await?;
+    match rows.first() {
+        Some(row) => text(row, 0),
+        None => Err(StoreError::NotFound(format!("app `{name}`"))),
+    }
 }
 
 async fn find_app(tx: &mut dyn Tx, tenant: &str, name: &str) -> Result<Option<String>, StoreError> {

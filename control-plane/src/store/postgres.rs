@@ -124,11 +124,7 @@ impl Tx for PgTx {
         let client = self.client()?;
         let stmt = client.prepare_cached(sql).await.map_err(map_err)?;
         let owned = to_sql(params);
-        let refs: Vec<&(dyn ToSql + Sync)> = owned
-            .iter()
-            .map(|p| p.as_ref() as &(dyn ToSql + Sync))
-            .collect();
-        let rows = client.query(&stmt, &refs).await.map_err(map_err)?;
+        let rows = client.query(&stmt, &refs(&owned)).await.map_err(map_err)?;
         rows.iter().map(from_row).collect()
     }
 
@@ -141,11 +137,7 @@ impl Tx for PgTx {
         }
         let stmt = client.prepare_cached(sql).await.map_err(map_err)?;
         let owned = to_sql(params);
-        let refs: Vec<&(dyn ToSql + Sync)> = owned
-            .iter()
-            .map(|p| p.as_ref() as &(dyn ToSql + Sync))
-            .collect();
-        client.execute(&stmt, &refs).await.map_err(map_err)
+        client.execute(&stmt, &refs(&owned)).await.map_err(map_err)
     }
 
     async fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
@@ -173,6 +165,13 @@ fn to_sql(params: &[Value]) -> Vec<Box<dyn ToSql + Sync + Send>> {
                 Value::Null => Box::new(None::<String>),
             }
         })
+        .collect()
+}
+
+fn refs(owned: &[Box<dyn ToSql + Sync + Send>]) -> Vec<&(dyn ToSql + Sync)> {
+    owned
+        .iter()
+        .map(|p| p.as_ref() as &(dyn ToSql + Sync))
         .collect()
 }
 

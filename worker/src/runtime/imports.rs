@@ -36,7 +36,9 @@ pub enum LoadError {
     NoHttpHandler(String),
     #[error("linking failed: {0}")]
     Link(String),
-    #[error("invalid app name `{0}`: use 1-128 characters from A-Z a-z 0-9 - _ .")]
+    #[error(
+        "invalid app name `{0}`: use 1-128 characters from A-Z a-z 0-9 - _ ., starting with a letter or digit"
+    )]
     InvalidAppName(String),
 }
 
@@ -170,7 +172,17 @@ mod tests {
     fn app_names_cannot_alias_namespaces() {
         use super::super::check_app_name;
         assert!(check_app_name("shop-api_v2.1").is_ok());
-        for bad in ["", "a/b", "a b", "ключ", "a:b", &"x".repeat(129)] {
+        for bad in [
+            "",
+            "a/b",
+            "a b",
+            "ключ",
+            "a:b",
+            ".",
+            "..",
+            "-x",
+            &"x".repeat(129),
+        ] {
             assert!(
                 matches!(check_app_name(bad), Err(LoadError::InvalidAppName(_))),
                 "{bad:?}"

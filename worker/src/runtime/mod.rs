@@ -51,7 +51,11 @@ impl Default for RuntimeConfig {
 /// they must never contain `/`: otherwise app `a` opening bucket `b/c` would reach app
 /// `a/b`'s bucket `c`.
 pub fn check_app_name(name: &str) -> Result<(), LoadError> {
-    let valid = !name.is_empty()
+    // Starting with a letter or digit rules out `.` and `..`, which URLs would resolve.
+    let valid = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric())
         && name.len() <= 128
         && name
             .chars()

@@ -25,7 +25,7 @@ impl Routes {
         self.update(|routes| {
             routes.retain(|r| r.owner != owner);
             routes.extend(prefixes.iter().map(|p| Route {
-                prefix: normalize(p),
+                prefix: normalize_route(p),
                 owner: owner.to_string(),
                 app: app.clone(),
             }));
@@ -45,7 +45,7 @@ impl Routes {
         };
         table
             .iter()
-            .filter(|r| matches(&r.prefix, path))
+            .filter(|r| route_covers(&r.prefix, path))
             .max_by_key(|r| r.prefix.len())
             .map(|r| r.app.clone())
     }
@@ -74,7 +74,7 @@ impl Routes {
 }
 
 /// `/api/` and `/api` are the same route.
-fn normalize(prefix: &str) -> String {
+pub fn normalize_route(prefix: &str) -> String {
     let trimmed = prefix.trim_end_matches('/');
     if trimmed.is_empty() {
         "/".to_string()
@@ -83,11 +83,18 @@ fn normalize(prefix: &str) -> String {
     }
 }
 
-fn matches(prefix: &str, path: &str) -> bool {
+/// Whether requests for `path` fall under route `prefix`.
+pub fn route_covers(prefix: &str, path: &str) -> bool {
     prefix == "/"
         || path
             .strip_prefix(prefix)
             .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+/// Whether two routes could claim the same request: one covers the other. Apps must not
+/// hold overlapping routes, or the longer one would take part of the shorter one's paths.
+pub fn routes_overlap(a: &str, b: &str) -> bool {
+    route_covers(a, b) || route_covers(b, a)
 }
 
 #[cfg(test)]
@@ -96,12 +103,15 @@ mod tests {
 
     #[test]
     fn prefixes_match_at_segment_boundaries() {
-        assert!(matches("/", "/anything"));
-        assert!(matches("/api", "/api"));
-        assert!(matches("/api", "/api/users"));
-        assert!(!matches("/api", "/apis"));
-        assert!(!matches("/api/v2", "/api"));
-        assert_eq!(normalize("/api/"), "/api");
-        assert_eq!(normalize("/"), "/");
+        assert!(route_covers("/", "/anything"));
+        assert!(route_covers("/api", "/api"));
+        assert!(route_covers("/api", "/api/users"));
+        assert!(!route_covers("/api", "/apis"));
+        assert!(!route_covers("/api/v2", "/api"));
+        assert!(routes_overlap("/api/v2", "/api"));
+        assert!(routes_overlap("/", "/x"));
+        assert!(!routes_overlap("/api", "/apis"));
+        assert_eq!(normalize_route("/api/"), "/api");
+        assert_eq!(normalize_route("/"), "/");
     }
 }

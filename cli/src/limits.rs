@@ -1,0 +1,37 @@
+//! The runtime limits `fnctl dev` and `fnctl up` share as flags.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use stratus_worker::runtime::RuntimeConfig;
+
+#[derive(Args, Debug, Clone)]
+pub struct LimitArgs {
+    /// Wall-clock deadline per invocation, in milliseconds.
+    #[arg(long, default_value_t = 30_000)]
+    pub timeout_ms: u64,
+    /// Linear memory limit per instance, in MiB.
+    #[arg(long, default_value_t = 128)]
+    pub max_memory_mb: usize,
+    /// Invocations running at once; more wait for a slot.
+    #[arg(long, default_value_t = 64)]
+    pub max_concurrency: u32,
+}
+
+impl LimitArgs {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+
+    /// A runtime configuration with these limits, caching compiled code in `cache_dir`.
+    pub fn runtime_config(&self, cache_dir: PathBuf) -> RuntimeConfig {
+        RuntimeConfig {
+            max_memory_bytes: self.max_memory_mb << 20,
+            timeout: self.timeout(),
+            max_concurrency: self.max_concurrency,
+            cache_dir: Some(cache_dir),
+            ..RuntimeConfig::default()
+        }
+    }
+}
