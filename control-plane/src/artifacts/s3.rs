@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use aws_sdk_s3::Client;
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use tokio::io::AsyncReadExt;
@@ -51,33 +51,19 @@ where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
 {
-    let detail = match &e {
-        SdkError::ServiceError(s) => format!(
-            "{}: {}",
-            s.err().code().unwrap_or("ServiceError"),
-            s.err().message().unwrap_or("no message")
-        ),
-        other => DisplayErrorContext(other).to_string(),
-    };
+    let detail = stratus_worker::capabilities::aws::error_message(&e);
     ArtifactError::Backend(format!("S3 {what}: {detail}"))
 }
 
 impl S3Artifacts {
     pub async fn connect(config: S3Config) -> Result<Self, ArtifactError> {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .timeout_config(
-                aws_config::timeout::TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(3))
-                    .operation_attempt_timeout(Duration::from_secs(60))
-                    .build(),
-            );
-        if let Some(region) = &config.region {
-            loader = loader.region(aws_config::Region::new(region.clone()));
-        }
-        if let Some(endpoint) = &config.endpoint {
-            loader = loader.endpoint_url(endpoint.clone());
-        }
-        let sdk = loader.load().await;
+        let sdk = stratus_worker::capabilities::aws::sdk_config(
+            config.region.as_deref(),
+            config.endpoint.as_deref(),
+            Duration::from_secs(3),
+            Duration::from_secs(60),
+        )
+        .await;
         let s3_config = aws_sdk_s3::config::Builder::from(&sdk)
             .force_path_style(config.force_path_style)
             .build();

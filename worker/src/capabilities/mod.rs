@@ -1,5 +1,6 @@
 //! Capabilities a component can import, each behind one provider-agnostic trait.
 
+pub mod aws;
 pub mod config;
 pub mod keyvalue;
 

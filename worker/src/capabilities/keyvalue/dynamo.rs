@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, DeleteRequest, KeySchemaElement, KeyType,
@@ -72,14 +72,7 @@ where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
 {
-    match &e {
-        SdkError::ServiceError(s) => format!(
-            "{}: {}",
-            s.err().code().unwrap_or("ServiceError"),
-            s.err().message().unwrap_or("no message")
-        ),
-        other => DisplayErrorContext(other).to_string(),
-    }
+    crate::capabilities::aws::error_message(&e)
 }
 
 fn build_err(e: aws_sdk_dynamodb::error::BuildError) -> KvError {
@@ -149,20 +142,13 @@ fn dedup_last<T>(items: impl IntoIterator<Item = (String, T)>) -> Vec<(String, T
 
 impl DynamoStore {
     pub async fn connect(config: DynamoConfig) -> Result<Self, KvError> {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .timeout_config(
-                aws_config::timeout::TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(2))
-                    .operation_attempt_timeout(Duration::from_secs(5))
-                    .build(),
-            );
-        if let Some(region) = &config.region {
-            loader = loader.region(aws_config::Region::new(region.clone()));
-        }
-        if let Some(endpoint) = &config.endpoint {
-            loader = loader.endpoint_url(endpoint.clone());
-        }
-        let sdk = loader.load().await;
+        let sdk = crate::capabilities::aws::sdk_config(
+            config.region.as_deref(),
+            config.endpoint.as_deref(),
+            Duration::from_secs(2),
+            Duration::from_secs(5),
+        )
+        .await;
         let client = Client::new(&sdk);
         let store = Self {
             client,

@@ -1,0 +1,46 @@
+//! What every AWS-backed provider (DynamoDB here, S3 in the control plane's registry)
+//! does the same way: loading SDK configuration and turning SDK errors into one line.
+
+use std::time::Duration;
+
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+
+/// SDK configuration from the standard AWS environment (`AWS_REGION`,
+/// `AWS_ENDPOINT_URL`, credentials chain), with explicit overrides and timeouts so a
+/// provider that is down fails instead of hanging.
+pub async fn sdk_config(
+    region: Option<&str>,
+    endpoint: Option<&str>,
+    connect_timeout: Duration,
+    attempt_timeout: Duration,
+) -> aws_config::SdkConfig {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(
+        aws_config::timeout::TimeoutConfig::builder()
+            .connect_timeout(connect_timeout)
+            .operation_attempt_timeout(attempt_timeout)
+            .build(),
+    );
+    if let Some(region) = region {
+        loader = loader.region(aws_config::Region::new(region.to_string()));
+    }
+    if let Some(endpoint) = endpoint {
+        loader = loader.endpoint_url(endpoint.to_string());
+    }
+    loader.load().await
+}
+
+/// The service's error code and text, or the transport failure with its causes.
+pub fn error_message<E, R>(e: &SdkError<E, R>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match e {
+        SdkError::ServiceError(s) => format!(
+            "{}: {}",
+            s.err().code().unwrap_or("ServiceError"),
+            s.err().message().unwrap_or("no message")
+        ),
+        other => DisplayErrorContext(other).to_string(),
+    }
+}
