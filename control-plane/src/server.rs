@@ -37,6 +37,13 @@ impl ControlPlane {
             ),
         };
         let auth = Auth::new(&config.auth).context("loading auth keys")?;
+        // Uploads staged by a process that died mid-request are never resumed.
+        let staging_dir = config.data_dir.join("staging");
+        if let Err(e) = std::fs::remove_dir_all(&staging_dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(dir = %staging_dir.display(), error = %e, "clearing the staging directory");
+        }
         Ok(Self {
             state: Arc::new(ApiState {
                 store,
@@ -44,7 +51,7 @@ impl ControlPlane {
                 auth,
                 rollout,
                 max_upload_bytes: config.max_upload_bytes,
-                staging_dir: config.data_dir.join("staging"),
+                staging_dir,
                 rollouts: tokio::sync::Mutex::new(()),
             }),
         })

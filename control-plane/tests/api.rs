@@ -957,6 +957,10 @@ async fn auth_attacks_and_tenant_isolation(backend: &'static str) {
     let (st, body) = s.deploy(&admin_b, "secret-app", wasm("hello"), None).await;
     assert_eq!(st, StatusCode::CREATED, "{body}");
     assert_eq!(body["version"]["version"], 1);
+    assert_eq!(
+        body["stored"], true,
+        "dedupe across tenants is not disclosed"
+    );
 
     // After all that, tenant A's app is as it was.
     let (_, body) = s

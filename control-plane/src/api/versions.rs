@@ -42,7 +42,8 @@ fn yes() -> bool {
 pub struct Deployed {
     app: AppView,
     version: VersionView,
-    /// False when the registry already held these bytes.
+    /// False when one of the tenant's versions already had these bytes (the registry
+    /// stores them once across tenants, but says so only within one).
     stored: bool,
 }
 
@@ -127,10 +128,15 @@ pub async fn deploy(
         .map(normalize_routes)
         .transpose()?;
 
-    let stored = state
+    let known = state
+        .store
+        .tenant_has_digest(&caller.tenant, &staged.digest)
+        .await?;
+    state
         .artifacts
         .put_file(&staged.digest, &staged.path, staged.size)
         .await?;
+    let stored = !known;
     let new = NewVersion {
         digest: staged.digest.clone(),
         size_bytes: i64::try_from(staged.size).unwrap_or(i64::MAX),

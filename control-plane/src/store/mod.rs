@@ -276,6 +276,20 @@ impl Store {
         tx.commit().await
     }
 
+    /// Whether any app of `tenant` has a version with these bytes. Deploy reports
+    /// deduplication per tenant, so it never reveals what other tenants uploaded.
+    pub async fn tenant_has_digest(&self, tenant: &str, digest: &str) -> Result<bool, StoreError> {
+        let mut tx = self.db.begin().await?;
+        let rows = tx
+            .query(
+                "SELECT 1 FROM versions v JOIN apps a ON a.id = v.app_id WHERE a.tenant = $1 AND v.digest = $2 LIMIT 1",
+                &[tenant.into(), digest.into()],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(!rows.is_empty())
+    }
+
     pub async fn list_versions(
         &self,
         tenant: &str,
