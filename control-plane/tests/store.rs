@@ -486,3 +486,17 @@ async fn embedded_survives_reopen() {
         Some(1)
     );
 }
+
+/// A database that is down is an error (→ 503 in the API), never a hang.
+#[tokio::test]
+async fn postgres_that_is_down_is_an_error_not_a_hang() {
+    let db = PostgresDb::connect("postgres://postgres@127.0.0.1:1/test", None).unwrap();
+    let started = std::time::Instant::now();
+    let result = Store::new(Arc::new(db)).await;
+    assert!(
+        matches!(result, Err(StoreError::Backend(_))),
+        "{:?}",
+        result.err()
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(15));
+}
