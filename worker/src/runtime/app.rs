@@ -225,7 +225,8 @@ impl App {
         let app = self.clone();
         let id = invocation.to_string();
         let mut run: GuestRun = Box::pin(async move {
-            let _permit = permit;
+            let permit = permit;
+            let mut store = store;
             let started = Instant::now();
             let outcome = tokio::time::timeout(timeout, async {
                 let proxy = app.pre.instantiate_async(&mut store).await?;
@@ -236,6 +237,11 @@ impl App {
             })
             .await;
             app.ship_logs(&store, &id);
+            // The store gives its pool slots back before the permit lets the next
+            // invocation allocate: the other way round, a waiting request on another
+            // thread can find the pool still full and fail.
+            drop(store);
+            drop(permit);
             let outcome = match outcome {
                 Err(_) => Err(InvocationError::Timeout(timeout)),
                 Ok(Err(trap)) => Err(InvocationError::Trap(format!("{trap:#}"))),

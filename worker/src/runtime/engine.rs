@@ -21,11 +21,15 @@ const KEEP_RESIDENT_MEMORY: usize = 2 << 20;
 const KEEP_RESIDENT_TABLE: usize = 64 << 10;
 const KEEP_RESIDENT_STACK: usize = 256 << 10;
 const DECOMMIT_BATCH: usize = 32;
+const SLOT_HEADROOM: u32 = 8;
 
 pub fn build(config: &RuntimeConfig) -> anyhow::Result<Engine> {
-    // Headroom over the concurrency limit: an instance is still being torn down while
-    // the next one starts.
-    let slots = config.max_concurrency.saturating_mul(2).max(4);
+    // Headroom over the concurrency limit, for instances whose slots are still being
+    // reset (or wait in a decommit batch) while the next ones start.
+    let slots = config
+        .max_concurrency
+        .saturating_mul(2)
+        .saturating_add(SLOT_HEADROOM);
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(slots)
         .total_core_instances(slots.saturating_mul(CORE_INSTANCES_PER_COMPONENT))
