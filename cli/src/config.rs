@@ -49,9 +49,14 @@ fn credentials_path() -> anyhow::Result<PathBuf> {
 
 impl Credentials {
     /// The saved login only, without environment overrides.
-    pub fn saved() -> Option<Self> {
-        let text = std::fs::read_to_string(credentials_path().ok()?).ok()?;
-        toml::from_str(&text).ok()
+    pub fn saved() -> anyhow::Result<Option<Self>> {
+        match std::fs::read_to_string(credentials_path()?) {
+            Ok(text) => Ok(Some(
+                toml::from_str(&text).context("reading saved credentials")?,
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).context("reading saved credentials"),
+        }
     }
 
     /// Whether the endpoint is on this machine (a local platform's).
@@ -67,11 +72,7 @@ impl Credentials {
 
     /// The saved login, with `STRATUS_ENDPOINT` and `STRATUS_TOKEN` taking precedence.
     pub fn load() -> anyhow::Result<Self> {
-        let saved: Option<Credentials> = match std::fs::read_to_string(credentials_path()?) {
-            Ok(text) => Some(toml::from_str(&text).context("reading saved credentials")?),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(e).context("reading saved credentials"),
-        };
+        let saved = Self::saved()?;
         let endpoint = std::env::var("STRATUS_ENDPOINT")
             .ok()
             .or_else(|| saved.as_ref().map(|c| c.endpoint.clone()));

@@ -131,7 +131,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     };
     println!("Stratus is up: API on http://{api_addr}, apps on http://{apps_addr}");
     // Never replace a login to a remote control plane with this local one.
-    match Credentials::saved() {
+    match Credentials::saved().ok().flatten() {
         Some(existing) if !existing.is_local() => {
             println!(
                 "Your saved login ({}) is kept; to use this platform run:\n  export STRATUS_ENDPOINT={} STRATUS_TOKEN={}",

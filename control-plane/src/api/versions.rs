@@ -22,20 +22,25 @@ pub const MULTIPART_OVERHEAD: usize = 256 << 10;
 const MAX_MANIFEST_BYTES: usize = 64 << 10;
 
 /// The `manifest` part of a deploy: what to bind and route along with the component.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Manifest {
     /// Replaces all of the app's bindings; absent keeps the current ones.
     bindings: Option<Vec<String>>,
     /// Replaces the app's HTTP routes; absent keeps the current ones.
     routes: Option<Vec<String>>,
     /// Make the new version live (default true).
-    #[serde(default = "yes")]
     activate: bool,
 }
 
-fn yes() -> bool {
-    true
+impl Default for Manifest {
+    fn default() -> Self {
+        Self {
+            bindings: None,
+            routes: None,
+            activate: true,
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -76,10 +81,7 @@ pub async fn deploy(
         )
     })?;
 
-    let mut manifest = Manifest {
-        activate: true,
-        ..Manifest::default()
-    };
+    let mut manifest = Manifest::default();
     let mut staged = None;
     while let Some(field) = multipart.next_field().await.map_err(multipart_err)? {
         match field.name() {

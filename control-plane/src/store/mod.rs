@@ -410,6 +410,9 @@ async fn apply_change(tx: &mut dyn Tx, id: &str, change: AppChange) -> Result<()
         )
         .await?;
     }
+    let rebinding = change.bindings.is_some()
+        || !change.set_bindings.is_empty()
+        || !change.remove_bindings.is_empty();
     let mut bindings: Vec<Binding> = match change.bindings {
         Some(b) => b,
         None => load_bindings(tx, id).await?,
@@ -425,20 +428,22 @@ async fn apply_change(tx: &mut dyn Tx, id: &str, change: AppChange) -> Result<()
         bindings.retain(|old| old.name() != b.name());
         bindings.push(b);
     }
-    stratus_worker::capabilities::Capabilities::check(&bindings).map_err(|e| {
-        StoreError::Refused {
-            code: "invalid_binding",
-            message: e.to_string(),
+    if rebinding {
+        stratus_worker::capabilities::Capabilities::check(&bindings).map_err(|e| {
+            StoreError::Refused {
+                code: "invalid_binding",
+                message: e.to_string(),
+            }
+        })?;
+        tx.execute("DELETE FROM bindings WHERE app_id = $1", &[id.into()])
+            .await?;
+        for b in &bindings {
+            tx.execute(
+                "INSERT INTO bindings (app_id, name, spec) VALUES ($1, $2, $3)",
+                &[id.into(), b.name().into(), b.to_string().into()],
+            )
+            .await?;
         }
-    })?;
-    tx.execute("DELETE FROM bindings WHERE app_id = $1", &[id.into()])
-        .await?;
-    for b in &bindings {
-        tx.execute(
-            "INSERT INTO bindings (app_id, name, spec) VALUES ($1, $2, $3)",
-            &[id.into(), b.name().into(), b.to_string().into()],
-        )
-        .await?;
     }
     if let Some(routes) = change.routes {
         tx.execute(
@@ -461,8 +466,14 @@ async fn apply_change(tx: &mut dyn Tx, id: &str, change: AppChange) -> Result<()
     )
     .await?;
     // The rule every change must keep: the live version's imports are all bound.
-    let app = load_app(tx, id).await?;
-    if let Some(live) = app.live_version {
+    let rows = tx
+        .query("SELECT live_version FROM apps WHERE id = $1", &[id.into()])
+        .await?;
+    let live = match first(&rows)?.first() {
+        Some(Value::Int(n)) => Some(*n),
+        _ => None,
+    };
+    if let Some(live) = live {
         let version = load_version(tx, id, live).await?;
         stratus_worker::runtime::check_imports(
             version.imports.iter().map(String::as_str),
