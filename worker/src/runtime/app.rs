@@ -2,6 +2,7 @@
 //! invocation path that runs one HTTP request in a fresh instance.
 
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -23,6 +24,13 @@ use crate::capabilities::Capabilities;
 use crate::capabilities::keyvalue::host::KvCtx;
 
 pub type Response = hyper::Response<HyperOutgoingBody>;
+
+/// Where an invocation stands when the trigger can answer: the head is set, or the
+/// guest finished (with or without setting one).
+enum Step {
+    Head(Result<hyper::Response<HyperOutgoingBody>, ErrorCode>),
+    Finished(Result<(), InvocationError>),
+}
 
 /// Live resources (streams, fields, buckets, …) one invocation may hold; a plain HTTP
 /// handler needs a few dozen.
@@ -164,8 +172,12 @@ impl App {
         let mut store = Store::new(self.runtime.engine(), state);
         store.limiter(|s| &mut s.limits);
         // Yield to the scheduler at every epoch tick: a spinning guest shares its thread;
-        // the deadline itself is enforced by the timeout around the call.
+        // the deadline itself is enforced by the timeout around the call. A new store's
+        // deadline is epoch 0, already passed, so without setting it every guest would
+        // yield on its first check: a self-wake that has tokio reschedule the task and
+        // wake another worker thread, on every invocation.
         store.epoch_deadline_async_yield_and_update(1);
+        store.set_epoch_deadline(1);
         store
     }
 
@@ -258,25 +270,34 @@ impl App {
         });
 
         // Run the guest until it sets the response head (or finishes without one); the
-        // response body then drives the rest of the run.
+        // response body then drives the rest of the run. The head can only be set while
+        // the guest runs, so it is checked after each poll of the run instead of being
+        // awaited: a waker on the head channel would make the guest's own `set` wake
+        // this task mid-poll, and tokio answers such a self-wake by rescheduling the task
+        // and waking an idle worker thread to steal it, on every request.
         let mut receiver = receiver;
-        tokio::select! {
-            biased;
-            head = &mut receiver => match head {
-                Ok(Ok(resp)) => Ok(resp.map(|body| GuardedBody::running(body, run).boxed_unsync())),
-                Ok(Err(code)) => {
-                    // Let the guest finish (and its logs ship) without holding the client.
-                    tokio::spawn(run);
-                    Err(InvocationError::Guest(code))
-                }
-                // The sender went away with the store: the guest is done.
-                Err(_) => match run.await {
-                    Ok(()) => Err(InvocationError::NoResponse),
-                    Err(e) => Err(e),
-                },
+        let step = std::future::poll_fn(|cx| match run.as_mut().poll(cx) {
+            Poll::Ready(outcome) => Poll::Ready(Step::Finished(outcome)),
+            Poll::Pending => match receiver.try_recv() {
+                Ok(head) => Poll::Ready(Step::Head(head)),
+                // Closed: the guest dropped the outparam unset; it runs on regardless.
+                Err(_) => Poll::Pending,
             },
-            outcome = &mut run => match receiver.try_recv() {
-                Ok(Ok(resp)) => Ok(resp.map(|body| GuardedBody::finished(body, outcome.is_ok()).boxed_unsync())),
+        })
+        .await;
+        match step {
+            Step::Head(Ok(resp)) => {
+                Ok(resp.map(|body| GuardedBody::running(body, run).boxed_unsync()))
+            }
+            Step::Head(Err(code)) => {
+                // Let the guest finish (and its logs ship) without holding the client.
+                tokio::spawn(run);
+                Err(InvocationError::Guest(code))
+            }
+            Step::Finished(outcome) => match receiver.try_recv() {
+                Ok(Ok(resp)) => Ok(
+                    resp.map(|body| GuardedBody::finished(body, outcome.is_ok()).boxed_unsync())
+                ),
                 Ok(Err(code)) => Err(InvocationError::Guest(code)),
                 Err(_) => Err(outcome.err().unwrap_or(InvocationError::NoResponse)),
             },
