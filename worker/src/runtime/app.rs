@@ -84,7 +84,7 @@ impl InvocationError {
         }
     }
 
-    pub fn into_response(self, invocation: &str) -> Response {
+    pub fn into_response(self, invocation: impl std::fmt::Display) -> Response {
         let body = format!("{}\ninvocation: {invocation}\n", self.public_message());
         let mut resp = hyper::Response::new(
             Full::new(Bytes::from(body))
@@ -100,14 +100,25 @@ impl InvocationError {
     }
 }
 
-/// A unique id per invocation: a random per-process prefix and a counter, so minting one
-/// costs no system call on the hot path.
-fn invocation_id() -> String {
-    static PREFIX: std::sync::LazyLock<String> =
-        std::sync::LazyLock::new(|| uuid::Uuid::new_v4().simple().to_string());
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    format!("{}-{n:x}", PREFIX.get(..12).unwrap_or(PREFIX.as_str()))
+/// A unique id per invocation: a random per-process prefix and a counter, formatted only
+/// when printed, so minting one costs neither a system call nor an allocation.
+#[derive(Clone, Copy)]
+pub struct InvocationId(u64);
+
+impl InvocationId {
+    fn next() -> Self {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        Self(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
+impl std::fmt::Display for InvocationId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        static PREFIX: std::sync::LazyLock<String> =
+            std::sync::LazyLock::new(|| uuid::Uuid::new_v4().simple().to_string());
+        let prefix = PREFIX.get(..12).unwrap_or(PREFIX.as_str());
+        write!(f, "{prefix}-{:x}", self.0)
+    }
 }
 
 pub struct App {
@@ -187,8 +198,8 @@ impl App {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
-        let invocation = invocation_id();
-        match self.invoke(req, &invocation).await {
+        let invocation = InvocationId::next();
+        match self.invoke(req, invocation).await {
             Ok(resp) => resp,
             Err(e) => {
                 match &e {
@@ -199,7 +210,7 @@ impl App {
                         tracing::warn!(app = %self.name, %invocation, error = %e, "invocation failed")
                     }
                 }
-                e.into_response(&invocation)
+                e.into_response(invocation)
             }
         }
     }
@@ -207,18 +218,14 @@ impl App {
     async fn invoke<B>(
         self: &Arc<Self>,
         req: hyper::Request<B>,
-        invocation: &str,
+        invocation: InvocationId,
     ) -> Result<Response, InvocationError>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
         let timeout = self.runtime.config().timeout;
-        let slot = self.runtime.inner.concurrency.clone().acquire_owned();
-        let permit = tokio::time::timeout(timeout, slot)
-            .await
-            .map_err(|_| InvocationError::Overloaded)?
-            .map_err(|e| InvocationError::Host(e.to_string()))?;
+        let permit = self.runtime.acquire_slot(timeout).await?;
         let mut store = self.new_store();
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let host = |e: wasmtime::Error| InvocationError::Host(format!("{e:#}"));
@@ -235,7 +242,7 @@ impl App {
             .map_err(host)?;
 
         let app = self.clone();
-        let id = invocation.to_string();
+        let id = invocation;
         let mut run: GuestRun = Box::pin(async move {
             let permit = permit;
             let mut store = store;
@@ -248,7 +255,7 @@ impl App {
                     .await
             })
             .await;
-            app.ship_logs(&store, &id);
+            app.ship_logs(&store, id);
             // The store gives its pool slots back before the permit lets the next
             // invocation allocate: the other way round, a waiting request on another
             // thread can find the pool still full and fail.
@@ -304,7 +311,7 @@ impl App {
         }
     }
 
-    fn ship_logs(&self, store: &Store<InvocationState>, invocation: &str) {
+    fn ship_logs(&self, store: &Store<InvocationState>, invocation: InvocationId) {
         for (stream, out) in [
             ("stdout", &store.data().stdout),
             ("stderr", &store.data().stderr),

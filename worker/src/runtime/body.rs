@@ -3,8 +3,9 @@
 //! wake-ups), and it ends with an error instead of a clean EOF when the invocation failed
 //! after sending the head, so a client never takes a truncated body for a whole one.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -15,9 +16,15 @@ use super::app::InvocationError;
 /// The rest of a running invocation.
 pub type GuestRun = Pin<Box<dyn Future<Output = Result<(), InvocationError>> + Send>>;
 
+type BodyFrame = Result<Frame<Bytes>, wasmtime_wasi_http::Error>;
+
 pub struct GuardedBody {
     inner: HyperOutgoingBody,
     inner_done: bool,
+    /// Frames taken from `inner` ahead of hyper asking for them.
+    taken: VecDeque<BodyFrame>,
+    /// The exact length of what is left, when all of it is in `taken`.
+    exact_len: Option<u64>,
     /// The invocation, until it finishes.
     guest: Option<GuestRun>,
     /// Whether the invocation finished without trap or timeout, once it has.
@@ -29,15 +36,44 @@ impl GuardedBody {
         Self {
             inner,
             inner_done: false,
+            taken: VecDeque::new(),
+            exact_len: None,
             guest: Some(guest),
             succeeded: None,
         }
     }
 
-    pub fn finished(inner: HyperOutgoingBody, succeeded: bool) -> Self {
+    /// The body of an invocation that already ended. What the guest wrote is already
+    /// buffered in the body's channel, so it is taken now: when that is the whole body,
+    /// hyper learns its exact length and sends it with `Content-Length` in one write,
+    /// instead of chunked encoding and a separate terminating chunk.
+    pub fn finished(mut inner: HyperOutgoingBody, succeeded: bool) -> Self {
+        let mut taken = VecDeque::new();
+        let mut inner_done = false;
+        let mut cx = Context::from_waker(Waker::noop());
+        loop {
+            match Pin::new(&mut inner).poll_frame(&mut cx) {
+                Poll::Ready(Some(frame)) => taken.push_back(frame),
+                Poll::Ready(None) => {
+                    inner_done = true;
+                    break;
+                }
+                Poll::Pending => break,
+            }
+        }
+        let exact_len = if succeeded && inner_done {
+            taken.iter().try_fold(0u64, |len, frame| match frame {
+                Ok(frame) => frame.data_ref().map(|data| len + data.len() as u64),
+                Err(_) => None,
+            })
+        } else {
+            None
+        };
         Self {
             inner,
-            inner_done: false,
+            inner_done,
+            taken,
+            exact_len,
             guest: None,
             succeeded: Some(succeeded),
         }
@@ -66,6 +102,12 @@ impl Body for GuardedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
+        if let Some(frame) = this.taken.pop_front() {
+            if let (Some(len), Ok(frame)) = (this.exact_len.as_mut(), &frame) {
+                *len = len.saturating_sub(frame.data_ref().map_or(0, |data| data.len() as u64));
+            }
+            return Poll::Ready(Some(frame));
+        }
         if let Some(guest) = this.guest.as_mut()
             && let Poll::Ready(outcome) = guest.as_mut().poll(cx)
         {
@@ -91,10 +133,13 @@ impl Body for GuardedBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        false
+        self.exact_len.is_some() && self.taken.is_empty()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match self.exact_len {
+            Some(len) => SizeHint::with_exact(len),
+            None => self.inner.size_hint(),
+        }
     }
 }

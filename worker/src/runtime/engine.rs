@@ -65,10 +65,10 @@ pub fn start_epoch_ticker(engine: &Engine) {
     let spawned = std::thread::Builder::new()
         .name("stratus-epoch".into())
         .spawn(move || {
-            while let Some(engine) = weak.upgrade() {
-                engine.increment_epoch();
-                drop(engine);
+            loop {
                 std::thread::sleep(EPOCH_TICK);
+                let Some(engine) = weak.upgrade() else { break };
+                engine.increment_epoch();
             }
         });
     if let Err(e) = spawned {

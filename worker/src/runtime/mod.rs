@@ -101,6 +101,27 @@ impl Runtime {
         &self.inner.config
     }
 
+    /// A concurrency slot for one invocation, waiting at most `timeout` for one to free
+    /// up. A free slot is taken without arming a timer.
+    async fn acquire_slot(
+        &self,
+        timeout: Duration,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, InvocationError> {
+        let slots = self.inner.concurrency.clone();
+        match slots.clone().try_acquire_owned() {
+            Ok(permit) => Ok(permit),
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                tokio::time::timeout(timeout, slots.acquire_owned())
+                    .await
+                    .map_err(|_| InvocationError::Overloaded)?
+                    .map_err(|e| InvocationError::Host(e.to_string()))
+            }
+            Err(e @ tokio::sync::TryAcquireError::Closed) => {
+                Err(InvocationError::Host(e.to_string()))
+            }
+        }
+    }
+
     /// Validates, compiles (or loads from cache), checks imports against the bindings and
     /// pre-instantiates a component.
     pub fn load(
