@@ -100,6 +100,27 @@ impl InvocationError {
     }
 }
 
+/// Releases a finished invocation's instance, off the response's critical path: spawned
+/// from a worker thread, the teardown lands in that thread's next-task slot, so it runs
+/// right after the connection task has written the response, on the same thread. Resetting
+/// the instance's memory is the largest part of an invocation's teardown.
+///
+/// The store gives its pool slots back before the permit lets the next invocation
+/// allocate: the other way round, a waiting request on another thread could find the pool
+/// still full and fail.
+fn tear_down(store: Store<InvocationState>, permit: tokio::sync::OwnedSemaphorePermit) {
+    let release = move || {
+        drop(store);
+        drop(permit);
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => {
+            handle.spawn(async move { release() });
+        }
+        Err(_) => release(),
+    }
+}
+
 /// A unique id per invocation: a random per-process prefix and a counter, formatted only
 /// when printed, so minting one costs neither a system call nor an allocation.
 #[derive(Clone, Copy)]
@@ -256,11 +277,7 @@ impl App {
             })
             .await;
             app.ship_logs(&store, id);
-            // The store gives its pool slots back before the permit lets the next
-            // invocation allocate: the other way round, a waiting request on another
-            // thread can find the pool still full and fail.
-            drop(store);
-            drop(permit);
+            tear_down(store, permit);
             let outcome = match outcome {
                 Err(_) => Err(InvocationError::Timeout(timeout)),
                 Ok(Err(trap)) => Err(InvocationError::Trap(format!("{trap:#}"))),
