@@ -11,6 +11,7 @@ mod engine;
 mod imports;
 mod state;
 mod stdio;
+mod teardown;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use std::time::Duration;
 
 pub use self::app::{App, InvocationError};
 pub use self::imports::{LoadError, check_imports};
+pub use self::teardown::poll_deferring_teardown;
 
 /// Limits and knobs for one worker's runtime.
 #[derive(Debug, Clone)]
@@ -99,6 +101,11 @@ impl Runtime {
 
     pub fn config(&self) -> &RuntimeConfig {
         &self.inner.config
+    }
+
+    /// Whether invocations other than the caller's hold concurrency slots.
+    fn others_running(&self) -> bool {
+        self.inner.concurrency.available_permits() + 1 < self.inner.config.max_concurrency as usize
     }
 
     /// A concurrency slot for one invocation, waiting at most `timeout` for one to free

@@ -13,7 +13,7 @@ use tokio::sync::Semaphore;
 
 use super::routes::Routes;
 use super::stall::WriteDeadline;
-use crate::runtime::{App, InvocationError};
+use crate::runtime::{App, InvocationError, poll_deferring_teardown};
 
 /// What a listener serves: one app on every path, or a route table of apps.
 #[derive(Clone)]
@@ -86,13 +86,17 @@ async fn serve_connection(
             })
         }
     });
-    if let Err(e) = http1::Builder::new()
+    let connection = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .keep_alive(true)
-        .serve_connection(io, service)
-        .await
-    {
+        .serve_connection(io, service);
+    let mut connection = std::pin::pin!(connection);
+    // Instances finished during a poll are torn down after it, once hyper has written
+    // their responses.
+    let served =
+        std::future::poll_fn(|cx| poll_deferring_teardown(|| connection.as_mut().poll(cx))).await;
+    if let Err(e) = served {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
 }
