@@ -112,15 +112,27 @@ async fn exercise(dev: &Dev, cas: bool) {
         for _ in 0..4 {
             let url = u("/cas-incr?key=casn");
             tasks.push(tokio::spawn(async move {
+                let mut written = Vec::new();
                 for _ in 0..5 {
                     let r = Http::default().send("POST", &url, vec![]).await.unwrap();
                     assert_eq!(r.status, 200, "{}", r.text());
+                    written.push(r.text().parse::<u64>().unwrap());
                 }
+                written
             }));
         }
+        // Each swap reports the value it wrote: every value from 1 to 20 exactly once,
+        // or the listing shows which update was lost.
+        let mut written = Vec::new();
         for t in tasks {
-            t.await.unwrap();
+            written.extend(t.await.unwrap());
         }
+        written.sort_unstable();
+        assert_eq!(
+            written,
+            (1..=20).collect::<Vec<u64>>(),
+            "values the swaps wrote"
+        );
         assert_eq!(http.get(&u("/get?key=casn")).await.text(), "20");
     }
     assert_eq!(http.get(&u("/config?key=mode")).await.text(), "e2e");
