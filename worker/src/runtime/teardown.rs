@@ -23,37 +23,40 @@ thread_local! {
 /// [`poll_deferring_teardown`], right after that poll, on the same thread and without a
 /// task of its own.
 pub(super) fn release(store: Store<InvocationState>, permit: OwnedSemaphorePermit) {
-    let not_deferred = DEFERRED
-        .try_with(|deferred| match deferred.borrow_mut().as_mut() {
-            Some(list) => {
-                list.push((store, permit));
-                None
-            }
-            None => Some((store, permit)),
-        })
-        .ok()
-        .flatten();
-    if let Some(finished) = not_deferred {
+    let mut finished = Some((store, permit));
+    let _ = DEFERRED.try_with(|deferred| {
+        if let Some(list) = deferred.borrow_mut().as_mut() {
+            list.extend(finished.take());
+        }
+    });
+    if let Some(finished) = finished {
         tear_down(finished);
     }
 }
 
 /// Polls a connection (hyper writes a response within the poll that produced it), then
-/// tears down the invocations that finished during the poll.
+/// tears down the invocations that finished during the poll, also when the poll panics.
 pub fn poll_deferring_teardown<T>(poll: impl FnOnce() -> Poll<T>) -> Poll<T> {
-    let outer = DEFERRED
-        .try_with(|deferred| deferred.borrow_mut().replace(Vec::new()))
-        .ok()
-        .flatten();
-    let result = poll();
-    let finished = DEFERRED
-        .try_with(|deferred| std::mem::replace(&mut *deferred.borrow_mut(), outer))
-        .ok()
-        .flatten();
-    for finished in finished.into_iter().flatten() {
-        tear_down(finished);
+    let _ = DEFERRED.try_with(|deferred| {
+        deferred.borrow_mut().get_or_insert_with(Vec::new);
+    });
+    let _scope = Scope;
+    poll()
+}
+
+/// Ends a deferring poll: takes what finished and tears it down.
+struct Scope;
+
+impl Drop for Scope {
+    fn drop(&mut self) {
+        let finished = DEFERRED
+            .try_with(|deferred| deferred.borrow_mut().take())
+            .ok()
+            .flatten();
+        for finished in finished.into_iter().flatten() {
+            tear_down(finished);
+        }
     }
-    result
 }
 
 /// The store gives its pool slots back before the permit lets the next invocation
