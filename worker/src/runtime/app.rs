@@ -100,10 +100,28 @@ impl InvocationError {
     }
 }
 
+/// Yields once by waking the task during its own poll, which tokio answers by queueing
+/// the task at the back and waking an idle worker thread. `tokio::task::yield_now` defers
+/// the wake to the thread's next driver poll instead, where no other thread is woken for
+/// it, so it would not spread the load.
+async fn yield_waking() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    })
+    .await
+}
+
 /// A unique id per invocation: a random per-process prefix and a counter, formatted only
 /// when printed, so minting one costs neither a system call nor an allocation.
 #[derive(Clone, Copy)]
-pub struct InvocationId(u64);
+struct InvocationId(u64);
 
 impl InvocationId {
     fn next() -> Self {
@@ -231,17 +249,7 @@ impl App {
         // over the threads (about 12% more requests per second at 64 connections). With
         // nothing else running that wake-up would only bounce this task between threads.
         if self.runtime.others_running() {
-            let mut yielded = false;
-            std::future::poll_fn(|cx| {
-                if yielded {
-                    Poll::Ready(())
-                } else {
-                    yielded = true;
-                    cx.waker().wake_by_ref();
-                    Poll::Pending
-                }
-            })
-            .await;
+            yield_waking().await;
         }
         let mut store = self.new_store();
         let (sender, receiver) = tokio::sync::oneshot::channel();
