@@ -12,7 +12,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use stratus_worker::capabilities::Capabilities;
-use stratus_worker::runtime::{Runtime, RuntimeConfig};
+use stratus_worker::runtime::{App, Runtime, RuntimeConfig};
 
 struct CountingWaker(AtomicUsize);
 
@@ -22,21 +22,64 @@ impl Wake for CountingWaker {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_short_invocation_finishes_in_one_poll_without_waking_itself() {
+fn hello(runtime: &Runtime) -> Arc<App> {
     let dir = std::env::var_os("STRATUS_WASM_DIR").expect("STRATUS_WASM_DIR (set by .ci/test)");
     let bytes = std::fs::read(std::path::Path::new(&dir).join("hello.wasm")).unwrap();
-    let runtime = Runtime::new(RuntimeConfig::default()).unwrap();
-    let app = Arc::new(
+    Arc::new(
         runtime
             .load("hello", &bytes, Capabilities::default())
             .unwrap(),
-    );
+    )
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_invocation_finishes_in_one_poll_without_waking_itself() {
+    let runtime = Runtime::new(RuntimeConfig {
+        spare_instances: 0,
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
+    assert_one_clean_poll(&hello(&runtime), || async {}).await;
+}
+
+/// A spare made long before its request (many epoch ticks ago) must not start the
+/// request with an expired deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spare_made_long_ago_runs_without_waking_itself() {
+    let runtime = Runtime::new(RuntimeConfig::default()).unwrap();
+    let app = hello(&runtime);
+    // The first request leaves a spare behind.
+    let req = hyper::Request::get("http://wakeups/")
+        .header("host", "wakeups")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    assert_eq!(app.handle(req).await.status(), 200);
+    let spares_taken = app.spares_taken();
+    let ready = app.clone();
+    assert_one_clean_poll(&app, move || {
+        let app = ready.clone();
+        async move {
+            for _ in 0..1000 {
+                if app.spare_ready() {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(app.spares_taken() > spares_taken, "no request took a spare");
+}
+
+/// Runs requests until one finishes in its first poll without waking its own task,
+/// calling `before` ahead of each.
+async fn assert_one_clean_poll<F: Future<Output = ()>>(app: &Arc<App>, before: impl Fn() -> F) {
     // An epoch tick landing inside a call rightly makes the guest yield once; three
     // attempts in a row hitting one (ticks are 5 ms apart) would be a broken runtime.
     let mut seen = Vec::new();
     for _ in 0..3 {
+        before().await;
         let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
         let waker = Waker::from(counter.clone());
         let mut cx = Context::from_waker(&waker);

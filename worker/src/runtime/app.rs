@@ -17,6 +17,7 @@ use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use super::body::{GuardedBody, GuestRun};
+use super::spare::{Spare, SpareSlot};
 use super::state::{InvocationState, OutboundHttp, shared_config};
 use super::stdio::CapturedOutput;
 use super::{LoadError, Runtime};
@@ -144,6 +145,7 @@ pub struct App {
     name: Arc<str>,
     pre: ProxyPre<InvocationState>,
     capabilities: Capabilities,
+    spare: SpareSlot,
 }
 
 impl App {
@@ -164,7 +166,18 @@ impl App {
             name: name.into(),
             pre,
             capabilities,
+            spare: SpareSlot::default(),
         })
+    }
+
+    /// Whether an instance made ahead of time waits for this app's next request.
+    pub fn spare_ready(&self) -> bool {
+        self.spare.ready()
+    }
+
+    /// Requests of this app that ran in an instance made ahead of time.
+    pub fn spares_taken(&self) -> u64 {
+        self.spare.taken()
     }
 
     /// The invocation deadline; also how long the trigger lets a response write stall.
@@ -251,7 +264,10 @@ impl App {
         if self.runtime.others_running() {
             yield_waking().await;
         }
-        let mut store = self.new_store();
+        let (mut store, proxy) = match self.spare.take() {
+            Some((store, proxy)) => (store, Some(proxy)),
+            None => (self.new_store(), None),
+        };
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let host = |e: wasmtime::Error| InvocationError::Host(format!("{e:#}"));
         // Fails only on what the client sent (e.g. no usable Host header).
@@ -273,7 +289,10 @@ impl App {
             let mut store = store;
             let started = Instant::now();
             let outcome = tokio::time::timeout(timeout, async {
-                let proxy = app.pre.instantiate_async(&mut store).await?;
+                let proxy = match proxy {
+                    Some(proxy) => proxy,
+                    None => app.pre.instantiate_async(&mut store).await?,
+                };
                 proxy
                     .wasi_http_incoming_handler()
                     .call_handle(&mut store, req, out)
@@ -281,7 +300,7 @@ impl App {
             })
             .await;
             app.ship_logs(&store, id);
-            super::teardown::release(store, permit);
+            super::teardown::release(store, permit, app.clone());
             let outcome = match outcome {
                 Err(_) => Err(InvocationError::Timeout(timeout)),
                 Ok(Err(trap)) => Err(InvocationError::Trap(format!("{trap:#}"))),
@@ -330,6 +349,47 @@ impl App {
                 Err(_) => Err(outcome.err().unwrap_or(InvocationError::NoResponse)),
             },
         }
+    }
+
+    /// Makes this app's next instance in the background, if the worker is idle (under
+    /// load it would only take CPU from requests), the spare budget has room and the
+    /// app has no spare yet. Its start-up runs under the invocation deadline, like an
+    /// instantiation for a request.
+    pub(super) fn replenish(self: &Arc<Self>) {
+        if !self.runtime.idle() {
+            return;
+        }
+        let Some(budget) = self.runtime.spare_budget() else {
+            return;
+        };
+        if !self.spare.start_making() {
+            return;
+        }
+        let app = self.clone();
+        tokio::spawn(async move {
+            let mut store = app.new_store();
+            let timeout = app.runtime.config().timeout;
+            let made = tokio::time::timeout(timeout, app.pre.instantiate_async(&mut store)).await;
+            let spare = match made {
+                Ok(Ok(proxy)) => Some(Spare {
+                    store,
+                    proxy,
+                    _budget: budget,
+                }),
+                failed => {
+                    let error = match failed {
+                        Err(_) => InvocationError::Timeout(timeout),
+                        Ok(Err(trap)) => InvocationError::Trap(format!("{trap:#}")),
+                        Ok(Ok(_)) => InvocationError::NoResponse,
+                    };
+                    let id = InvocationId::next();
+                    app.ship_logs(&store, id);
+                    tracing::warn!(app = %app.name, invocation = %id, %error, "instantiating ahead of a request failed; this app's requests instantiate for themselves from now on");
+                    None
+                }
+            };
+            app.spare.finish_making(spare);
+        });
     }
 
     fn ship_logs(&self, store: &Store<InvocationState>, invocation: InvocationId) {

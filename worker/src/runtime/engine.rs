@@ -25,11 +25,12 @@ const SLOT_HEADROOM: u32 = 8;
 
 pub fn build(config: &RuntimeConfig) -> anyhow::Result<Engine> {
     // Headroom over the concurrency limit, for instances whose slots are still being
-    // reset (or wait in a decommit batch) while the next ones start.
+    // reset (or wait in a decommit batch) while the next ones start, and the spares.
     let slots = config
         .max_concurrency
         .saturating_mul(2)
-        .saturating_add(SLOT_HEADROOM);
+        .saturating_add(SLOT_HEADROOM)
+        .saturating_add(config.spare_instances);
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(slots)
         .total_core_instances(slots.saturating_mul(CORE_INSTANCES_PER_COMPONENT))

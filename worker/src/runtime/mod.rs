@@ -9,6 +9,7 @@ mod body;
 mod cache;
 mod engine;
 mod imports;
+mod spare;
 mod state;
 mod stdio;
 mod teardown;
@@ -35,6 +36,9 @@ pub struct RuntimeConfig {
     pub cache_dir: Option<PathBuf>,
     /// Bytes of stdout/stderr kept per invocation; the rest is counted and dropped.
     pub max_log_bytes: usize,
+    /// Instances made ahead of requests, at most one per app, while the worker is idle
+    /// (`0` = none). They have pool slots of their own, outside `max_concurrency`.
+    pub spare_instances: u32,
 }
 
 impl Default for RuntimeConfig {
@@ -45,6 +49,7 @@ impl Default for RuntimeConfig {
             max_concurrency: 64,
             cache_dir: None,
             max_log_bytes: 64 << 10,
+            spare_instances: 16,
         }
     }
 }
@@ -79,6 +84,7 @@ struct RuntimeInner {
     engine: wasmtime::Engine,
     config: RuntimeConfig,
     concurrency: Arc<tokio::sync::Semaphore>,
+    spares: Arc<tokio::sync::Semaphore>,
 }
 
 impl Runtime {
@@ -86,11 +92,13 @@ impl Runtime {
         let engine = engine::build(&config)?;
         engine::start_epoch_ticker(&engine);
         let concurrency = Arc::new(tokio::sync::Semaphore::new(config.max_concurrency as usize));
+        let spares = Arc::new(tokio::sync::Semaphore::new(config.spare_instances as usize));
         Ok(Self {
             inner: Arc::new(RuntimeInner {
                 engine,
                 config,
                 concurrency,
+                spares,
             }),
         })
     }
@@ -106,6 +114,16 @@ impl Runtime {
     /// Whether invocations other than the caller's hold concurrency slots.
     fn others_running(&self) -> bool {
         self.inner.concurrency.available_permits() + 1 < self.inner.config.max_concurrency as usize
+    }
+
+    /// Whether no invocation holds a concurrency slot.
+    fn idle(&self) -> bool {
+        self.inner.concurrency.available_permits() >= self.inner.config.max_concurrency as usize
+    }
+
+    /// Room for one more spare instance, if the budget has any.
+    fn spare_budget(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.inner.spares.clone().try_acquire_owned().ok()
     }
 
     /// A concurrency slot for one invocation, waiting at most `timeout` for one to free

@@ -1,17 +1,19 @@
 //! Instance teardown deferred until the connection that ran the invocation has written
 //! its response: resetting an instance's memory is the largest part of tearing it down,
-//! and the client need not wait for it.
+//! and the client need not wait for it. So is making the app's spare instance.
 
 use std::cell::RefCell;
+use std::sync::Arc;
 use std::task::Poll;
 
 use tokio::sync::OwnedSemaphorePermit;
 use wasmtime::Store;
 
+use super::app::App;
 use super::state::InvocationState;
 
-/// A finished invocation's store and the concurrency permit it held.
-type Finished = (Store<InvocationState>, OwnedSemaphorePermit);
+/// A finished invocation's store, the concurrency permit it held and its app.
+type Finished = (Store<InvocationState>, OwnedSemaphorePermit, Arc<App>);
 
 thread_local! {
     /// While a connection is polled through [`poll_deferring_teardown`] on this thread:
@@ -22,8 +24,8 @@ thread_local! {
 /// Releases a finished invocation: right away, or, when it finished inside
 /// [`poll_deferring_teardown`], right after that poll, on the same thread and without a
 /// task of its own.
-pub(super) fn release(store: Store<InvocationState>, permit: OwnedSemaphorePermit) {
-    let mut finished = Some((store, permit));
+pub(super) fn release(store: Store<InvocationState>, permit: OwnedSemaphorePermit, app: Arc<App>) {
+    let mut finished = Some((store, permit, app));
     let _ = DEFERRED.try_with(|deferred| {
         if let Some(list) = deferred.borrow_mut().as_mut() {
             list.extend(finished.take());
@@ -61,8 +63,9 @@ impl Drop for Scope {
 
 /// The store gives its pool slots back before the permit lets the next invocation
 /// allocate: the other way round, a waiting request on another thread could find the
-/// pool still full and fail.
-fn tear_down((store, permit): Finished) {
+/// pool still full and fail. Then the app may make its next instance.
+fn tear_down((store, permit, app): Finished) {
     drop(store);
     drop(permit);
+    app.replenish();
 }

@@ -1,9 +1,12 @@
 //! A guest that misbehaves on request, to prove a guest can never hurt the worker.
 //!
 //! `/ok` answers normally; `/loop`, `/oom`, `/recurse`, `/trap-mid-body`, `/flood` and
-//! `/echo` and `/big` (a 64 MiB response) each do what their names say.
+//! `/echo` and `/big` (a 64 MiB response) each do what their names say. `/count` answers
+//! how many requests this instance has served: always 1 where every request gets a
+//! fresh instance.
 
 use std::hint::black_box;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use guest_http::respond;
 use wasip2::http::types::{
@@ -12,6 +15,8 @@ use wasip2::http::types::{
 use wasip2::io::streams::StreamError;
 
 struct Hostile;
+
+static SERVED: AtomicU32 = AtomicU32::new(0);
 
 wasip2::http::proxy::export!(Hostile);
 
@@ -85,6 +90,10 @@ impl wasip2::exports::http::incoming_handler::Guest for Hostile {
                 respond(out, 200, b"flooded\n");
             }
             "/echo" => echo(request, out),
+            "/count" => {
+                let served = SERVED.fetch_add(1, Ordering::Relaxed) + 1;
+                respond(out, 200, format!("{served}\n").as_bytes());
+            }
             "/big" => {
                 // 64 MiB, streamed: more than any socket buffer holds.
                 let response = OutgoingResponse::new(Fields::new());

@@ -1,0 +1,88 @@
+//! Spare instances: an app's next instance, made while the worker is idle, so that the
+//! request that takes it skips instantiation. A spare has run nothing but its own
+//! start-up, serves exactly one request and is then torn down like any other instance.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use tokio::sync::OwnedSemaphorePermit;
+use wasmtime::Store;
+use wasmtime_wasi_http::p2::bindings::Proxy;
+
+use super::state::InvocationState;
+
+/// An instantiated component waiting for its request.
+pub(super) struct Spare {
+    pub store: Store<InvocationState>,
+    pub proxy: Proxy,
+    /// Its share of the runtime's spare budget, given back when a request takes it.
+    pub _budget: OwnedSemaphorePermit,
+}
+
+/// One app's room for a spare.
+#[derive(Default)]
+pub(super) struct SpareSlot {
+    spare: Mutex<Option<Spare>>,
+    /// A spare is being made; a second one would only waste the budget.
+    making: AtomicBool,
+    /// Making one failed (its start-up trapped or overran the deadline); the app's
+    /// requests instantiate for themselves, where such a failure reaches the client.
+    disabled: AtomicBool,
+    taken: AtomicU64,
+}
+
+impl SpareSlot {
+    /// The spare, ready to run now: its epoch deadline counts from now, not from when it
+    /// was made (an expired one would make the guest yield at its first check).
+    pub fn take(&self) -> Option<(Store<InvocationState>, Proxy)> {
+        let spare = self
+            .spare
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()?;
+        let Spare {
+            mut store, proxy, ..
+        } = spare;
+        store.set_epoch_deadline(1);
+        self.taken.fetch_add(1, Ordering::Relaxed);
+        Some((store, proxy))
+    }
+
+    pub fn ready(&self) -> bool {
+        self.spare.lock().map(|s| s.is_some()).unwrap_or(false)
+    }
+
+    pub fn taken(&self) -> u64 {
+        self.taken.load(Ordering::Relaxed)
+    }
+
+    /// Claims the right to make the next spare: none is waiting, none is being made and
+    /// making them has not failed before.
+    pub fn start_making(&self) -> bool {
+        !self.disabled.load(Ordering::Relaxed)
+            && !self.making.load(Ordering::Relaxed)
+            && self
+                .spare
+                .lock()
+                .map(|spare| spare.is_none())
+                .unwrap_or(false)
+            && self
+                .making
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+    }
+
+    /// Ends a claim from [`Self::start_making`] with the spare made, or with none.
+    pub fn finish_making(&self, spare: Option<Spare>) {
+        match spare {
+            Some(spare) => {
+                *self
+                    .spare
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(spare);
+            }
+            None => self.disabled.store(true, Ordering::Relaxed),
+        }
+        self.making.store(false, Ordering::Release);
+    }
+}
