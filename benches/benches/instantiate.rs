@@ -58,7 +58,11 @@ fn bench(c: &mut Criterion) {
             return;
         }
     };
-    let runtime = match Runtime::new(RuntimeConfig::default()) {
+    // No spares: every call instantiates, which is what this measures.
+    let runtime = match Runtime::new(RuntimeConfig {
+        spare_instances: 0,
+        ..RuntimeConfig::default()
+    }) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("runtime: {e:#}");

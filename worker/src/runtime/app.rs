@@ -362,33 +362,35 @@ impl App {
         let Some(budget) = self.runtime.spare_budget() else {
             return;
         };
+        // Outside a runtime (an invocation finished while its runtime shut down) there
+        // is nothing to make a spare for.
+        let Ok(tokio_runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
         if !self.spare.start_making() {
             return;
         }
         let app = self.clone();
-        tokio::spawn(async move {
+        tokio_runtime.spawn(async move {
             let mut store = app.new_store();
             let timeout = app.runtime.config().timeout;
             let made = tokio::time::timeout(timeout, app.pre.instantiate_async(&mut store)).await;
-            let spare = match made {
-                Ok(Ok(proxy)) => Some(Spare {
-                    store,
-                    proxy,
-                    _budget: budget,
-                }),
-                failed => {
-                    let error = match failed {
-                        Err(_) => InvocationError::Timeout(timeout),
-                        Ok(Err(trap)) => InvocationError::Trap(format!("{trap:#}")),
-                        Ok(Ok(_)) => InvocationError::NoResponse,
-                    };
-                    let id = InvocationId::next();
-                    app.ship_logs(&store, id);
-                    tracing::warn!(app = %app.name, invocation = %id, %error, "instantiating ahead of a request failed; this app's requests instantiate for themselves from now on");
-                    None
+            let failure = match made {
+                Ok(Ok(proxy)) => {
+                    app.spare.finish_making(Some(Spare {
+                        store,
+                        proxy,
+                        _budget: budget,
+                    }));
+                    return;
                 }
+                Ok(Err(trap)) => InvocationError::Trap(format!("{trap:#}")),
+                Err(_) => InvocationError::Timeout(timeout),
             };
-            app.spare.finish_making(spare);
+            let id = InvocationId::next();
+            app.ship_logs(&store, id);
+            tracing::warn!(app = %app.name, invocation = %id, error = %failure, "instantiating ahead of a request failed; this app's requests instantiate for themselves from now on");
+            app.spare.finish_making(None);
         });
     }
 
