@@ -145,7 +145,7 @@ pub struct App {
     name: Arc<str>,
     pre: ProxyPre<InvocationState>,
     capabilities: Capabilities,
-    spare: SpareSlot,
+    spare: Arc<SpareSlot>,
 }
 
 impl App {
@@ -166,7 +166,7 @@ impl App {
             name: name.into(),
             pre,
             capabilities,
-            spare: SpareSlot::default(),
+            spare: Arc::default(),
         })
     }
 
@@ -353,23 +353,25 @@ impl App {
 
     /// Makes this app's next instance in the background, if the worker is idle (under
     /// load it would only take CPU from requests), the spare budget has room and the
-    /// app has no spare yet. Its start-up runs under the invocation deadline, like an
-    /// instantiation for a request.
+    /// app has no spare yet. Making it holds a concurrency slot, so it counts against
+    /// the limit like an invocation (and the worker is not idle while it runs), and its
+    /// start-up runs under the invocation deadline.
     pub(super) fn replenish(self: &Arc<Self>) {
         if !self.runtime.idle() {
             return;
         }
-        let Some(budget) = self.runtime.spare_budget() else {
-            return;
-        };
         // Outside a runtime (an invocation finished while its runtime shut down) there
         // is nothing to make a spare for.
         let Ok(tokio_runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        if !self.spare.start_making() {
+        let Some(claim) = self.spare.claim() else {
             return;
-        }
+        };
+        let (Some(slot), Some(budget)) = (self.runtime.try_slot(), self.runtime.spare_budget())
+        else {
+            return;
+        };
         let app = self.clone();
         tokio_runtime.spawn(async move {
             let mut store = app.new_store();
@@ -377,11 +379,12 @@ impl App {
             let made = tokio::time::timeout(timeout, app.pre.instantiate_async(&mut store)).await;
             let failure = match made {
                 Ok(Ok(proxy)) => {
-                    app.spare.finish_making(Some(Spare {
+                    claim.finish(Some(Spare {
                         store,
                         proxy,
                         _budget: budget,
                     }));
+                    drop(slot);
                     return;
                 }
                 Ok(Err(trap)) => InvocationError::Trap(format!("{trap:#}")),
@@ -390,7 +393,9 @@ impl App {
             let id = InvocationId::next();
             app.ship_logs(&store, id);
             tracing::warn!(app = %app.name, invocation = %id, error = %failure, "instantiating ahead of a request failed; this app's requests instantiate for themselves from now on");
-            app.spare.finish_making(None);
+            claim.finish(None);
+            drop(store);
+            drop(slot);
         });
     }
 

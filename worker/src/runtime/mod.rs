@@ -126,6 +126,11 @@ impl Runtime {
         self.inner.spares.clone().try_acquire_owned().ok()
     }
 
+    /// A free concurrency slot, without waiting.
+    fn try_slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.inner.concurrency.clone().try_acquire_owned().ok()
+    }
+
     /// A concurrency slot for one invocation, waiting at most `timeout` for one to free
     /// up. A free slot is taken without arming a timer.
     async fn acquire_slot(

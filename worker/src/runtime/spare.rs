@@ -2,8 +2,8 @@
 //! request that takes it skips instantiation. A spare has run nothing but its own
 //! start-up, serves exactly one request and is then torn down like any other instance.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::OwnedSemaphorePermit;
 use wasmtime::Store;
@@ -57,32 +57,45 @@ impl SpareSlot {
     }
 
     /// Claims the right to make the next spare: none is waiting, none is being made and
-    /// making them has not failed before.
-    pub fn start_making(&self) -> bool {
-        !self.disabled.load(Ordering::Relaxed)
-            && !self.making.load(Ordering::Relaxed)
-            && self
-                .spare
-                .lock()
-                .map(|spare| spare.is_none())
-                .unwrap_or(false)
-            && self
+    /// making them has not failed before. The claim is taken before the slot is looked
+    /// at, so two callers can never both pass.
+    pub fn claim(self: &Arc<Self>) -> Option<Claim> {
+        if self.disabled.load(Ordering::Relaxed)
+            || self
                 .making
                 .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
+                .is_err()
+        {
+            return None;
+        }
+        let claim = Claim(self.clone());
+        let empty = self.spare.lock().map(|s| s.is_none()).unwrap_or(false);
+        empty.then_some(claim)
     }
+}
 
-    /// Ends a claim from [`Self::start_making`] with the spare made, or with none.
-    pub fn finish_making(&self, spare: Option<Spare>) {
+/// The right to make an app's next spare. Dropped without [`Claim::finish`] (the task
+/// making it was cancelled or panicked), it only gives the right back.
+pub(super) struct Claim(Arc<SpareSlot>);
+
+impl Claim {
+    /// The spare made, or `None` when making it failed, which stops further attempts.
+    pub fn finish(self, spare: Option<Spare>) {
         match spare {
             Some(spare) => {
                 *self
+                    .0
                     .spare
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(spare);
             }
-            None => self.disabled.store(true, Ordering::Relaxed),
+            None => self.0.disabled.store(true, Ordering::Relaxed),
         }
-        self.making.store(false, Ordering::Release);
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.0.making.store(false, Ordering::Release);
     }
 }
