@@ -1,5 +1,6 @@
 //! Spare instances: made ahead of a request while the worker is idle, taken by the next
-//! request, never shared between two requests, and limited by the runtime's budget.
+//! request, never shared between two requests, and limited by the runtime's budget, which
+//! keeps the spares made last.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -62,7 +63,7 @@ async fn each_request_takes_a_fresh_spare() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_budget_limits_spares_across_apps() {
+async fn the_budget_keeps_the_spares_made_last() {
     let runtime = Runtime::new(RuntimeConfig {
         spare_instances: 1,
         ..RuntimeConfig::default()
@@ -72,11 +73,18 @@ async fn the_budget_limits_spares_across_apps() {
     let second = load(&runtime, "second");
     assert_eq!(get(&first, "/ok").await.0, 200);
     assert!(wait_for_spare(&first).await);
+
+    // The one spare moves to the app served last, and back.
     assert_eq!(get(&second, "/ok").await.0, 200);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(
-        !second.spare_ready(),
-        "the one spare is taken by the first app"
+    assert!(wait_for_spare(&second).await);
+    assert!(!first.spare_ready(), "two spares on a budget of one");
+    assert_eq!(get(&first, "/count").await, (200, "1\n".into()));
+    assert!(wait_for_spare(&first).await);
+    assert!(!second.spare_ready(), "two spares on a budget of one");
+    assert_eq!(
+        first.spares_taken(),
+        0,
+        "the first app's spare was dropped, not taken"
     );
 
     // Dropping an app gives its spare's share of the budget back (once the task that
@@ -85,7 +93,7 @@ async fn the_budget_limits_spares_across_apps() {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     drop(first);
-    assert_eq!(get(&second, "/ok").await.0, 200);
+    assert_eq!(get(&second, "/count").await, (200, "1\n".into()));
     assert!(wait_for_spare(&second).await);
 }
 

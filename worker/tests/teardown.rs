@@ -30,9 +30,11 @@ fn get() -> hyper::Request<Empty<Bytes>> {
         .unwrap()
 }
 
+/// One slot and no spares: making a spare would take the slot a test waits for.
 fn one_slot() -> Runtime {
     Runtime::new(RuntimeConfig {
         max_concurrency: 1,
+        spare_instances: 0,
         ..RuntimeConfig::default()
     })
     .unwrap()

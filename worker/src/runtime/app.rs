@@ -384,6 +384,7 @@ impl App {
                         proxy,
                         _budget: budget,
                     }));
+                    app.runtime.spare_made(&app.spare);
                     drop(slot);
                     return;
                 }

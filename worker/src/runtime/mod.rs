@@ -85,6 +85,8 @@ struct RuntimeInner {
     config: RuntimeConfig,
     concurrency: Arc<tokio::sync::Semaphore>,
     spares: Arc<tokio::sync::Semaphore>,
+    /// Apps holding a spare, the one made longest ago first.
+    spare_order: std::sync::Mutex<std::collections::VecDeque<std::sync::Weak<spare::SpareSlot>>>,
 }
 
 impl Runtime {
@@ -99,6 +101,7 @@ impl Runtime {
                 config,
                 concurrency,
                 spares,
+                spare_order: Default::default(),
             }),
         })
     }
@@ -122,8 +125,40 @@ impl Runtime {
     }
 
     /// Room for one more spare instance, if the budget has any.
+    /// When the budget is spent, the spare made longest ago gives its share up: the app
+    /// asking has just served a request, that one has not since.
     fn spare_budget(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        if let Ok(permit) = self.inner.spares.clone().try_acquire_owned() {
+            return Some(permit);
+        }
+        let evicted = {
+            let mut order = self
+                .inner
+                .spare_order
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            std::iter::from_fn(|| order.pop_front())
+                .find_map(|slot| slot.upgrade().and_then(|slot| slot.evict()))
+        };
+        drop(evicted);
         self.inner.spares.clone().try_acquire_owned().ok()
+    }
+
+    /// Records that `slot` now holds a spare, as the one made last.
+    fn spare_made(&self, slot: &Arc<spare::SpareSlot>) {
+        let mut order = self
+            .inner
+            .spare_order
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Only apps that still hold a spare stay listed, so the list never outgrows the
+        // budget.
+        order.retain(|listed| {
+            listed
+                .upgrade()
+                .is_some_and(|listed| !Arc::ptr_eq(&listed, slot) && listed.ready())
+        });
+        order.push_back(Arc::downgrade(slot));
     }
 
     /// A free concurrency slot, without waiting.

@@ -48,6 +48,14 @@ impl SpareSlot {
         Some((store, proxy))
     }
 
+    /// The spare, for dropping: its app has not been asked for since it was made.
+    pub fn evict(&self) -> Option<Spare> {
+        self.spare
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+
     pub fn ready(&self) -> bool {
         self.spare.lock().map(|s| s.is_some()).unwrap_or(false)
     }
