@@ -35,14 +35,9 @@ impl SpareSlot {
     /// The spare, ready to run now: its epoch deadline counts from now, not from when it
     /// was made (an expired one would make the guest yield at its first check).
     pub fn take(&self) -> Option<(Store<InvocationState>, Proxy)> {
-        let spare = self
-            .spare
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()?;
         let Spare {
             mut store, proxy, ..
-        } = spare;
+        } = self.evict()?;
         store.set_epoch_deadline(1);
         self.taken.fetch_add(1, Ordering::Relaxed);
         Some((store, proxy))
@@ -50,18 +45,23 @@ impl SpareSlot {
 
     /// The spare, for dropping: its app has not been asked for since it was made.
     pub fn evict(&self) -> Option<Spare> {
-        self.spare
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()
+        self.lock().take()
     }
 
     pub fn ready(&self) -> bool {
-        self.spare.lock().map(|s| s.is_some()).unwrap_or(false)
+        self.lock().is_some()
     }
 
     pub fn taken(&self) -> u64 {
         self.taken.load(Ordering::Relaxed)
+    }
+
+    /// A panic while the lock was held left at worst a spare in or out of the slot;
+    /// either is a valid state.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Spare>> {
+        self.spare
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Claims the right to make the next spare: none is waiting, none is being made and
@@ -77,7 +77,7 @@ impl SpareSlot {
             return None;
         }
         let claim = Claim(self.clone());
-        let empty = self.spare.lock().map(|s| s.is_none()).unwrap_or(false);
+        let empty = self.lock().is_none();
         empty.then_some(claim)
     }
 }
@@ -90,13 +90,7 @@ impl Claim {
     /// The spare made, or `None` when making it failed, which stops further attempts.
     pub fn finish(self, spare: Option<Spare>) {
         match spare {
-            Some(spare) => {
-                *self
-                    .0
-                    .spare
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(spare);
-            }
+            Some(spare) => *self.0.lock() = Some(spare),
             None => self.0.disabled.store(true, Ordering::Relaxed),
         }
     }
