@@ -10,20 +10,16 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body::Body;
 use http_body_util::{BodyExt, Empty};
-use stratus_worker::capabilities::Capabilities;
 use stratus_worker::runtime::{App, Runtime, RuntimeConfig};
 
-fn load(runtime: &Runtime, name: &str) -> Arc<App> {
-    let dir = std::env::var_os("STRATUS_WASM_DIR").expect("STRATUS_WASM_DIR (set by .ci/test)");
-    let bytes = std::fs::read(std::path::Path::new(&dir).join(format!("{name}.wasm"))).unwrap();
-    Arc::new(runtime.load(name, &bytes, Capabilities::default()).unwrap())
+mod support;
+
+fn load(runtime: &Runtime, guest: &str) -> Arc<App> {
+    support::load(runtime, guest, guest)
 }
 
 fn get(path: &str) -> hyper::Request<Empty<Bytes>> {
-    hyper::Request::get(format!("http://framing{path}"))
-        .header("host", "framing")
-        .body(Empty::new())
-        .unwrap()
+    support::get("framing", path)
 }
 
 #[tokio::test]

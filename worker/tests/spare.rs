@@ -7,23 +7,18 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use stratus_worker::capabilities::Capabilities;
+use http_body_util::BodyExt;
 use stratus_worker::runtime::{App, Runtime, RuntimeConfig};
 
+mod support;
+
+/// The `hostile` guest as app `name`.
 fn load(runtime: &Runtime, name: &str) -> Arc<App> {
-    let dir = std::env::var_os("STRATUS_WASM_DIR").expect("STRATUS_WASM_DIR (set by .ci/test)");
-    let bytes = std::fs::read(std::path::Path::new(&dir).join("hostile.wasm")).unwrap();
-    Arc::new(runtime.load(name, &bytes, Capabilities::default()).unwrap())
+    support::load(runtime, "hostile", name)
 }
 
 async fn get(app: &Arc<App>, path: &str) -> (u16, String) {
-    let req = hyper::Request::get(format!("http://spare{path}"))
-        .header("host", "spare")
-        .body(Empty::<Bytes>::new())
-        .unwrap();
-    let resp = app.handle(req).await;
+    let resp = app.handle(support::get("spare", path)).await;
     let status = resp.status().as_u16();
     // A guest that traps mid-body leaves its body ending in an error.
     let body = match resp.into_body().collect().await {

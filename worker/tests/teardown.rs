@@ -10,24 +10,16 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use http_body_util::Empty;
-use stratus_worker::capabilities::Capabilities;
 use stratus_worker::runtime::{App, Runtime, RuntimeConfig, poll_deferring_teardown};
 
+mod support;
+
 fn hello(runtime: &Runtime) -> Arc<App> {
-    let dir = std::env::var_os("STRATUS_WASM_DIR").expect("STRATUS_WASM_DIR (set by .ci/test)");
-    let bytes = std::fs::read(std::path::Path::new(&dir).join("hello.wasm")).unwrap();
-    Arc::new(
-        runtime
-            .load("hello", &bytes, Capabilities::default())
-            .unwrap(),
-    )
+    support::load(runtime, "hello", "hello")
 }
 
 fn get() -> hyper::Request<Empty<Bytes>> {
-    hyper::Request::get("http://teardown/")
-        .header("host", "teardown")
-        .body(Empty::new())
-        .unwrap()
+    support::get("teardown", "/")
 }
 
 /// One slot and no spares: making a spare would take the slot a test waits for.

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use stratus_worker::capabilities::Capabilities;
+use http_body_util::BodyExt;
 use stratus_worker::runtime::{App, Runtime, RuntimeConfig};
+
+mod support;
 
 struct CountingWaker(AtomicUsize);
 
@@ -22,16 +22,6 @@ impl Wake for CountingWaker {
     }
 }
 
-fn hello(runtime: &Runtime) -> Arc<App> {
-    let dir = std::env::var_os("STRATUS_WASM_DIR").expect("STRATUS_WASM_DIR (set by .ci/test)");
-    let bytes = std::fs::read(std::path::Path::new(&dir).join("hello.wasm")).unwrap();
-    Arc::new(
-        runtime
-            .load("hello", &bytes, Capabilities::default())
-            .unwrap(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_invocation_finishes_in_one_poll_without_waking_itself() {
     let runtime = Runtime::new(RuntimeConfig {
@@ -39,7 +29,7 @@ async fn a_short_invocation_finishes_in_one_poll_without_waking_itself() {
         ..RuntimeConfig::default()
     })
     .unwrap();
-    assert_one_clean_poll(&hello(&runtime), || async {}).await;
+    assert_one_clean_poll(&support::load(&runtime, "hello", "hello"), || async {}).await;
 }
 
 /// A spare made long before its request (many epoch ticks ago) must not start the
@@ -47,13 +37,9 @@ async fn a_short_invocation_finishes_in_one_poll_without_waking_itself() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spare_made_long_ago_runs_without_waking_itself() {
     let runtime = Runtime::new(RuntimeConfig::default()).unwrap();
-    let app = hello(&runtime);
+    let app = support::load(&runtime, "hello", "hello");
     // The first request leaves a spare behind.
-    let req = hyper::Request::get("http://wakeups/")
-        .header("host", "wakeups")
-        .body(Empty::<Bytes>::new())
-        .unwrap();
-    assert_eq!(app.handle(req).await.status(), 200);
+    assert_eq!(app.handle(support::get("wakeups", "/")).await.status(), 200);
     let spares_taken = app.spares_taken();
     let ready = app.clone();
     assert_one_clean_poll(&app, move || {
@@ -83,11 +69,7 @@ async fn assert_one_clean_poll<F: Future<Output = ()>>(app: &Arc<App>, before: i
         let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
         let waker = Waker::from(counter.clone());
         let mut cx = Context::from_waker(&waker);
-        let req = hyper::Request::get("http://wakeups/")
-            .header("host", "wakeups")
-            .body(Empty::<Bytes>::new())
-            .unwrap();
-        let mut call = std::pin::pin!(app.handle(req));
+        let mut call = std::pin::pin!(app.handle(support::get("wakeups", "/")));
         let first = call.as_mut().poll(&mut cx);
         let wakes = counter.0.load(Ordering::SeqCst);
         let ready = first.is_ready();

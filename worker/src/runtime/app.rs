@@ -368,8 +368,12 @@ impl App {
         let Some(claim) = self.spare.claim() else {
             return;
         };
-        let (Some(slot), Some(budget)) = (self.runtime.try_slot(), self.runtime.spare_budget())
-        else {
+        // The slot first: the budget may drop another app's spare to make room, which
+        // would be wasted if no slot were free.
+        let Some(slot) = self.runtime.try_slot() else {
+            return;
+        };
+        let Some(budget) = self.runtime.spare_budget() else {
             return;
         };
         let app = self.clone();

@@ -124,19 +124,15 @@ impl Runtime {
         self.inner.concurrency.available_permits() >= self.inner.config.max_concurrency as usize
     }
 
-    /// Room for one more spare instance, if the budget has any.
-    /// When the budget is spent, the spare made longest ago gives its share up: the app
-    /// asking has just served a request, that one has not since.
+    /// Room for one more spare instance. When the budget is spent, the spare made
+    /// longest ago gives its share up: the app asking has just served a request, that
+    /// one has not since.
     fn spare_budget(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
         if let Ok(permit) = self.inner.spares.clone().try_acquire_owned() {
             return Some(permit);
         }
         let evicted = {
-            let mut order = self
-                .inner
-                .spare_order
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut order = self.spare_order();
             std::iter::from_fn(|| order.pop_front())
                 .find_map(|slot| slot.upgrade().and_then(|slot| slot.evict()))
         };
@@ -146,11 +142,7 @@ impl Runtime {
 
     /// Records that `slot` now holds a spare, as the one made last.
     fn spare_made(&self, slot: &Arc<spare::SpareSlot>) {
-        let mut order = self
-            .inner
-            .spare_order
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut order = self.spare_order();
         // Only apps that still hold a spare stay listed, so the list never outgrows the
         // budget.
         order.retain(|listed| {
@@ -159,6 +151,17 @@ impl Runtime {
                 .is_some_and(|listed| !Arc::ptr_eq(&listed, slot) && listed.ready())
         });
         order.push_back(Arc::downgrade(slot));
+    }
+
+    /// A panic while the lock was held left at worst a stale entry, which is skipped.
+    fn spare_order(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::VecDeque<std::sync::Weak<spare::SpareSlot>>>
+    {
+        self.inner
+            .spare_order
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// A free concurrency slot, without waiting.
@@ -172,19 +175,13 @@ impl Runtime {
         &self,
         timeout: Duration,
     ) -> Result<tokio::sync::OwnedSemaphorePermit, InvocationError> {
-        let slots = self.inner.concurrency.clone();
-        match slots.clone().try_acquire_owned() {
-            Ok(permit) => Ok(permit),
-            Err(tokio::sync::TryAcquireError::NoPermits) => {
-                tokio::time::timeout(timeout, slots.acquire_owned())
-                    .await
-                    .map_err(|_| InvocationError::Overloaded)?
-                    .map_err(|e| InvocationError::Host(e.to_string()))
-            }
-            Err(e @ tokio::sync::TryAcquireError::Closed) => {
-                Err(InvocationError::Host(e.to_string()))
-            }
+        if let Some(permit) = self.try_slot() {
+            return Ok(permit);
         }
+        tokio::time::timeout(timeout, self.inner.concurrency.clone().acquire_owned())
+            .await
+            .map_err(|_| InvocationError::Overloaded)?
+            .map_err(|e| InvocationError::Host(e.to_string()))
     }
 
     /// Validates, compiles (or loads from cache), checks imports against the bindings and
