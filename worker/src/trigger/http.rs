@@ -11,6 +11,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use super::coalesce::{Coalesced, InFlight};
 use super::routes::Routes;
 use super::stall::WriteDeadline;
 use crate::runtime::{App, InvocationError, poll_deferring_teardown};
@@ -38,6 +39,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     tokio::pin!(shutdown);
     let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let in_flight = InFlight::default();
     loop {
         let permit = tokio::select! {
             permit = connections.clone().acquire_owned() => match permit {
@@ -60,8 +62,9 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let target = target.clone();
+        let in_flight = in_flight.clone();
         tokio::spawn(async move {
-            serve_connection(stream, peer, target, write_timeout).await;
+            serve_connection(stream, peer, target, write_timeout, in_flight).await;
             drop(permit);
         });
     }
@@ -72,8 +75,12 @@ async fn serve_connection(
     peer: SocketAddr,
     target: Target,
     write_timeout: Duration,
+    in_flight: InFlight,
 ) {
-    let io = TokioIo::new(WriteDeadline::new(stream, write_timeout));
+    let io = TokioIo::new(Coalesced::new(
+        WriteDeadline::new(stream, write_timeout),
+        in_flight,
+    ));
     let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let app = match &target {
             Target::App(app) => Some(app.clone()),

@@ -1,0 +1,128 @@
+//! Response-write coalescing over real connections: under concurrency responses are
+//! held and all of them arrive; a held response goes out after `MAX_HOLD` even when
+//! its worker thread never runs out of work.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use stratus_worker::runtime::{Runtime, RuntimeConfig};
+use stratus_worker::trigger::coalesce;
+use stratus_worker::trigger::http::{Target, serve};
+
+mod support;
+
+/// The hold counter is process-wide: one test at a time reads it.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// A worker runtime as the binaries build it: multi-threaded, with coalescing.
+fn tokio_runtime(threads: usize) -> tokio::runtime::Runtime {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.worker_threads(threads).enable_all();
+    coalesce::install(&mut builder);
+    builder.build().unwrap()
+}
+
+/// Serves the `hostile` guest on a free port of `rt`.
+fn start(rt: &tokio::runtime::Runtime, config: RuntimeConfig) -> SocketAddr {
+    rt.block_on(async {
+        let runtime = Runtime::new(config).unwrap();
+        let app = support::load(&runtime, "hostile", "coalesce");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve(
+            listener,
+            Target::App(app),
+            Duration::from_secs(10),
+            std::future::pending(),
+        ));
+        addr
+    })
+}
+
+/// A blocking GET on its own connection, from outside the server's runtime.
+fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nhost: coalesce\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {response:?}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[test]
+fn concurrent_responses_are_held_and_all_arrive() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let rt = tokio_runtime(2);
+    let addr = start(&rt, RuntimeConfig::default());
+    let held_before = coalesce::held_total();
+    let clients: Vec<_> = (0..32)
+        .map(|_| {
+            std::thread::spawn(move || {
+                for _ in 0..10 {
+                    let (status, body) = get(addr, "/ok");
+                    assert_eq!(status, 200);
+                    assert!(body.contains("ok"), "body: {body:?}");
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.join().unwrap();
+    }
+    assert!(
+        coalesce::held_total() > held_before,
+        "320 requests from 32 clients at once and not one response was held"
+    );
+}
+
+#[test]
+fn a_held_response_goes_out_while_its_thread_stays_busy() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // One worker thread, kept busy by a spinning guest (it yields at every epoch tick
+    // and is runnable again at once), so the thread never goes idle to release what
+    // it holds.
+    let rt = tokio_runtime(1);
+    let deadline = Duration::from_secs(8);
+    let addr = start(
+        &rt,
+        RuntimeConfig {
+            timeout: deadline,
+            ..RuntimeConfig::default()
+        },
+    );
+    let spinner = std::thread::spawn(move || get(addr, "/loop"));
+    // Let the spinner's request arrive, so the next one has company in flight.
+    std::thread::sleep(Duration::from_millis(300));
+    let held_before = coalesce::held_total();
+    let started = Instant::now();
+    assert_eq!(get(addr, "/ok").0, 200);
+    let took = started.elapsed();
+    assert!(
+        coalesce::held_total() > held_before,
+        "the response was not held"
+    );
+    assert!(
+        took < deadline / 4,
+        "the held response waited {took:?}, as long as the spinning guest ran"
+    );
+    assert_eq!(spinner.join().unwrap().0, 504);
+}
