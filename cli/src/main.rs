@@ -60,10 +60,10 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     config::init_tracing();
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    // Responses sent in bursts under load (see the worker's `trigger::coalesce`).
-    stratus_worker::trigger::coalesce::install(&mut builder);
-    let runtime = match builder.enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: starting the async runtime: {e}");
