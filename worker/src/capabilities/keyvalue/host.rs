@@ -13,6 +13,10 @@ use super::{KeyPage, KeyValue, KvBindings, KvError, KvRevision, limits};
 use crate::generated::wasi::keyvalue0_2_0_draft as draft;
 use crate::generated::wasi::keyvalue0_2_0_draft2 as draft2;
 
+/// `list-keys` pages one `0.2.0-draft` invocation may page through: the draft's numeric
+/// cursors map to provider cursors kept for the whole invocation (at most 1 KiB each).
+const MAX_DRAFT_CURSORS: usize = 10_000;
+
 /// An open bucket: the provider and the namespace it maps to.
 pub struct Bucket {
     store: Arc<dyn KeyValue>,
@@ -498,6 +502,14 @@ impl draft::store::HostBucket for KvView<'_> {
             Ok(page) => page,
             Err(e) => return Ok(Err(e.into())),
         };
+        // Each page's cursor is kept for the rest of the invocation, so their number is
+        // capped like every other thing a guest can make the host hold.
+        if page.cursor.is_some() && self.ctx.cursors.len() >= MAX_DRAFT_CURSORS {
+            return Ok(Err(KvError::Limit(format!(
+                "more than {MAX_DRAFT_CURSORS} list-keys pages in one invocation"
+            ))
+            .into()));
+        }
         let cursor = page.cursor.map(|c| {
             self.ctx.cursors.push(c);
             self.ctx.cursors.len() as u64
