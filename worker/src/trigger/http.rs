@@ -11,7 +11,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use super::coalesce::{Coalesced, InFlight, ResponseReady};
+use super::coalesce::InFlight;
 use super::routes::Routes;
 use super::stall::WriteDeadline;
 use crate::runtime::{App, InvocationError, poll_deferring_teardown};
@@ -77,27 +77,19 @@ async fn serve_connection(
     write_timeout: Duration,
     in_flight: InFlight,
 ) {
-    let ready = ResponseReady::default();
-    let io = TokioIo::new(Coalesced::new(
-        WriteDeadline::new(stream, write_timeout),
-        in_flight.clone(),
-        ready.clone(),
-    ));
+    let io = TokioIo::new(WriteDeadline::new(stream, write_timeout));
     let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let app = match &target {
             Target::App(app) => Some(app.clone()),
             Target::Routes(routes) => routes.resolve(req.uri().path()),
         };
         let handling = in_flight.start();
-        let ready = ready.clone();
         async move {
             let response = match app {
                 Some(app) => app.handle(req).await,
                 None => InvocationError::NoRoute.into_response("none"),
             };
-            drop(handling);
-            ready.set();
-            Ok::<_, std::convert::Infallible>(response)
+            Ok::<_, std::convert::Infallible>(handling.respond(response).await)
         }
     });
     let connection = http1::Builder::new()
