@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use stratus_worker::binding::ProviderSpec;
-use stratus_worker::capabilities::keyvalue::{self, KeyValue, KvError, LIST_PAGE_SIZE};
+use stratus_worker::capabilities::keyvalue::{self, KeyValue, KvError, LIST_PAGE_SIZE, limits};
 
 fn unique_ns(case: &str) -> String {
     format!("conformance-{}/{case}", uuid::Uuid::new_v4())
@@ -76,6 +76,20 @@ pub async fn namespaces_are_isolated(kv: Arc<dyn KeyValue>) {
     );
     kv.delete(&a, "k").await.unwrap();
     assert_eq!(kv.get(&ab, "k").await.unwrap().as_deref(), Some(&b"ab"[..]));
+}
+
+/// Every key in a namespace, over all pages.
+async fn all_keys(kv: &Arc<dyn KeyValue>, ns: &str) -> BTreeSet<String> {
+    let mut keys = BTreeSet::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = kv.list_keys(ns, cursor.as_deref()).await.unwrap();
+        keys.extend(page.keys);
+        match page.cursor {
+            Some(c) => cursor = Some(c),
+            None => return keys,
+        }
+    }
 }
 
 pub async fn list_keys_pages_with_cursors(kv: Arc<dyn KeyValue>) {
@@ -235,21 +249,131 @@ pub async fn concurrent_writers(kv: Arc<dyn KeyValue>) {
     );
 }
 
+/// Bytes that differ with `seed`, so a value of the same length is not the same value.
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| ((i % 251) as u8).wrapping_add(seed))
+        .collect()
+}
+
 pub async fn large_values(kv: Arc<dyn KeyValue>) {
     let ns = unique_ns("large");
-    let big: Vec<u8> = (0..(1 << 20)).map(|i: u32| (i % 251) as u8).collect();
-    let result = kv.set(&ns, "big", &big).await;
-    if kv.name() == "dynamo" {
-        // DynamoDB caps items at 400 KB: the provider must say so, not corrupt data.
-        let err = result.unwrap_err().to_string();
-        assert!(err.contains("400 KB"), "unhelpful error: {err}");
-        let fits = &big[..300 * 1024];
-        kv.set(&ns, "fits", fits).await.unwrap();
-        assert_eq!(kv.get(&ns, "fits").await.unwrap().as_deref(), Some(fits));
-    } else {
-        result.unwrap();
-        assert_eq!(kv.get(&ns, "big").await.unwrap(), Some(big));
+    let big = pattern(1 << 20, 0);
+    let same_size = pattern(1 << 20, 1);
+    let largest = pattern(limits::MAX_VALUE_BYTES, 2);
+    kv.set(&ns, "big", &big).await.unwrap();
+    assert_eq!(kv.get(&ns, "big").await.unwrap().as_ref(), Some(&big));
+    assert!(kv.exists(&ns, "big").await.unwrap());
+    assert_eq!(
+        all_keys(&kv, &ns).await,
+        BTreeSet::from(["big".to_string()])
+    );
+
+    // Large over large, small over large, large over small.
+    kv.set(&ns, "big", &largest).await.unwrap();
+    assert_eq!(kv.get(&ns, "big").await.unwrap().as_ref(), Some(&largest));
+    kv.set(&ns, "big", b"small").await.unwrap();
+    assert_eq!(
+        kv.get(&ns, "big").await.unwrap().as_deref(),
+        Some(&b"small"[..])
+    );
+    kv.set(&ns, "big", &big).await.unwrap();
+    assert_eq!(kv.get(&ns, "big").await.unwrap().as_ref(), Some(&big));
+
+    // Compare-and-swap compares every byte of a large value.
+    assert!(
+        !kv.compare_and_swap(&ns, "big", Some(&same_size), b"x")
+            .await
+            .unwrap()
+    );
+    assert!(!kv.compare_and_swap(&ns, "big", None, b"x").await.unwrap());
+    assert_eq!(kv.get(&ns, "big").await.unwrap().as_ref(), Some(&big));
+    assert!(
+        kv.compare_and_swap(&ns, "big", Some(&big), &largest)
+            .await
+            .unwrap()
+    );
+    assert_eq!(kv.get(&ns, "big").await.unwrap().as_ref(), Some(&largest));
+    assert!(
+        !kv.compare_and_swap(&ns, "new", Some(&big), &big)
+            .await
+            .unwrap()
+    );
+    assert!(kv.compare_and_swap(&ns, "new", None, &big).await.unwrap());
+    assert!(
+        !kv.compare_and_swap(&ns, "new", None, &same_size)
+            .await
+            .unwrap()
+    );
+    assert!(
+        kv.compare_and_swap(&ns, "new", Some(&big), b"small")
+            .await
+            .unwrap()
+    );
+    assert!(
+        kv.compare_and_swap(&ns, "new", Some(b"small"), &same_size)
+            .await
+            .unwrap()
+    );
+    assert_eq!(kv.get(&ns, "new").await.unwrap().as_ref(), Some(&same_size));
+
+    // Batches mix large and small values.
+    kv.set_many(
+        &ns,
+        &[
+            ("m1".to_string(), big.clone()),
+            ("m2".to_string(), b"x".to_vec()),
+            ("new".to_string(), b"y".to_vec()),
+        ],
+    )
+    .await
+    .unwrap();
+    let keys = ["m1", "m2", "big", "new", "missing"].map(String::from);
+    assert_eq!(
+        kv.get_many(&ns, &keys).await.unwrap(),
+        vec![
+            Some(big.clone()),
+            Some(b"x".to_vec()),
+            Some(largest.clone()),
+            Some(b"y".to_vec()),
+            None
+        ]
+    );
+    kv.delete_many(&ns, &["m1".to_string(), "big".to_string()])
+        .await
+        .unwrap();
+    assert_eq!(kv.get(&ns, "m1").await.unwrap(), None);
+    assert!(!kv.exists(&ns, "big").await.unwrap());
+    kv.set(&ns, "m2", &big).await.unwrap();
+    kv.delete(&ns, "m2").await.unwrap();
+    assert_eq!(kv.get(&ns, "m2").await.unwrap(), None);
+    assert_eq!(
+        all_keys(&kv, &ns).await,
+        BTreeSet::from(["new".to_string()])
+    );
+}
+
+/// A reader sees one whole large value or another while writers replace it, never a mix
+/// or an error.
+pub async fn large_values_under_concurrent_writers(kv: Arc<dyn KeyValue>) {
+    let ns = unique_ns("large-race");
+    let values = [pattern(600 << 10, 3), pattern(900 << 10, 4)];
+    kv.set(&ns, "k", &values[0]).await.unwrap();
+    let writer = {
+        let (kv, ns, values) = (kv.clone(), ns.clone(), values.clone());
+        tokio::spawn(async move {
+            for round in 0..20 {
+                kv.set(&ns, "k", &values[round % 2]).await.unwrap();
+            }
+        })
+    };
+    let mut reads = 0;
+    while !writer.is_finished() || reads < 20 {
+        let got = kv.get(&ns, "k").await.unwrap().unwrap();
+        assert!(values.contains(&got), "a torn read of {} bytes", got.len());
+        reads += 1;
     }
+    writer.await.unwrap();
 }
 
 pub async fn unusual_keys_and_binary_values(kv: Arc<dyn KeyValue>) {
@@ -292,7 +416,7 @@ macro_rules! conformance {
             use super::*;
             conformance!(@case $open; crud, namespaces_are_isolated, list_keys_pages_with_cursors,
                 batch_ops, increment, compare_and_swap, concurrent_writers, large_values,
-                unusual_keys_and_binary_values);
+                large_values_under_concurrent_writers, unusual_keys_and_binary_values);
         }
     };
     (@case $open:expr; $($case:ident),*) => {
@@ -312,6 +436,48 @@ conformance!(memory, open("memory").await);
 conformance!(embedded, open("embedded").await);
 conformance!(redis, open(&format!("redis:url={}", redis_url())).await);
 conformance!(dynamo, open(&dynamo_spec()).await);
+
+/// DynamoDB keeps a large value's chunks beside the keys, in `#chunks:NS`: every way of
+/// replacing or removing a large value, and a compare-and-swap that loses, removes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamo_large_values_leave_no_chunks_behind() {
+    let kv = open(&dynamo_spec()).await;
+    let ns = unique_ns("chunks");
+    let chunks = format!("#chunks:{ns}");
+    let (a, b) = (pattern(1 << 20, 5), pattern(1 << 20, 6));
+
+    kv.set(&ns, "k", &a).await.unwrap();
+    assert!(
+        !all_keys(&kv, &chunks).await.is_empty(),
+        "a 1 MiB value was not chunked where this test looks"
+    );
+    kv.set(&ns, "k", &b).await.unwrap();
+    kv.set(&ns, "k", b"small").await.unwrap();
+    assert_eq!(all_keys(&kv, &chunks).await, BTreeSet::new());
+
+    kv.set(&ns, "k", &a).await.unwrap();
+    assert!(!kv.compare_and_swap(&ns, "k", Some(&b), &b).await.unwrap());
+    assert!(!kv.compare_and_swap(&ns, "k", Some(b"x"), &b).await.unwrap());
+    assert!(kv.compare_and_swap(&ns, "k", Some(&a), &b).await.unwrap());
+    kv.delete(&ns, "k").await.unwrap();
+    assert_eq!(all_keys(&kv, &chunks).await, BTreeSet::new());
+
+    kv.set_many(
+        &ns,
+        &[("x".to_string(), a.clone()), ("y".to_string(), b.clone())],
+    )
+    .await
+    .unwrap();
+    kv.set_many(&ns, &[("x".to_string(), b"small".to_vec())])
+        .await
+        .unwrap();
+    kv.delete_many(&ns, &["y".to_string()]).await.unwrap();
+    assert_eq!(all_keys(&kv, &chunks).await, BTreeSet::new());
+    assert_eq!(
+        kv.get(&ns, "x").await.unwrap().as_deref(),
+        Some(&b"small"[..])
+    );
+}
 
 #[tokio::test]
 async fn a_redis_that_is_down_is_an_error_not_a_hang() {

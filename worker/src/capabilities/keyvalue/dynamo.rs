@@ -1,7 +1,10 @@
 //! DynamoDB key-value provider: one table, partition key = namespace, sort key = key.
 //!
 //! The endpoint comes from the binding (`endpoint=`) or the standard `AWS_ENDPOINT_URL`,
-//! so the same code talks to AWS and to a local emulator.
+//! so the same code talks to AWS and to a local emulator. Values over one item's 400 KB
+//! are split into chunk items (see `chunks`).
+
+mod chunks;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -11,9 +14,10 @@ use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, DeleteRequest, KeySchemaElement, KeyType,
-    KeysAndAttributes, PutRequest, ScalarAttributeType, WriteRequest,
+    KeysAndAttributes, PutRequest, ReturnValue, ScalarAttributeType, WriteRequest,
 };
 
+use self::chunks::{CHUNK_BYTES, Generation};
 use super::{KeyPage, KeyValue, KvError, LIST_PAGE_SIZE, increment_by_cas};
 use crate::binding::{BindingError, ProviderOptions};
 
@@ -21,10 +25,27 @@ const NAME: &str = "dynamo";
 const PK: &str = "pk";
 const SK: &str = "sk";
 const VALUE: &str = "v";
-/// DynamoDB caps an item at 400 KB including attribute names and the keys.
-const MAX_ITEM_BYTES: usize = 400 * 1024;
 const BATCH_GET_MAX: usize = 100;
 const BATCH_WRITE_MAX: usize = 25;
+/// How often a read starts again when writers keep replacing a chunked value under it.
+const READ_ATTEMPTS: u32 = 8;
+
+type Item = HashMap<String, AttributeValue>;
+
+/// What a key's item holds.
+enum Stored {
+    Inline(Vec<u8>),
+    Chunked(Generation),
+}
+
+impl Stored {
+    fn of(item: &Item) -> Option<Self> {
+        match item.get(VALUE) {
+            Some(AttributeValue::B(b)) => Some(Self::Inline(b.as_ref().to_vec())),
+            _ => Generation::of(item).map(Self::Chunked),
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DynamoConfig {
@@ -79,32 +100,11 @@ fn build_err(e: aws_sdk_dynamodb::error::BuildError) -> KvError {
     KvError::provider(NAME, e)
 }
 
-fn key_item(ns: &str, key: &str) -> HashMap<String, AttributeValue> {
+fn key_item(ns: &str, key: &str) -> Item {
     HashMap::from([
         (PK.to_string(), AttributeValue::S(ns.to_string())),
         (SK.to_string(), AttributeValue::S(key.to_string())),
     ])
-}
-
-fn value_of(item: &HashMap<String, AttributeValue>) -> Option<Vec<u8>> {
-    match item.get(VALUE) {
-        Some(AttributeValue::B(b)) => Some(b.as_ref().to_vec()),
-        _ => None,
-    }
-}
-
-fn check_size(ns: &str, key: &str, value: &[u8]) -> Result<(), KvError> {
-    let size = ns.len() + key.len() + value.len() + PK.len() + SK.len() + VALUE.len();
-    if size > MAX_ITEM_BYTES {
-        return Err(KvError::provider(
-            NAME,
-            format!(
-                "value of {} bytes for key `{key}` exceeds DynamoDB's 400 KB item limit",
-                value.len()
-            ),
-        ));
-    }
-    Ok(())
 }
 
 /// DynamoDB hands back unprocessed batch items when throttled: retry them with
@@ -225,40 +225,37 @@ impl KeyValue for DynamoStore {
     }
 
     async fn get(&self, ns: &str, key: &str) -> Result<Option<Vec<u8>>, KvError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(key_item(ns, key)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(err)?;
-        Ok(out.item().and_then(value_of))
+        Ok(self.load(ns, key).await?.map(|(value, _)| value))
     }
 
     async fn set(&self, ns: &str, key: &str, value: &[u8]) -> Result<(), KvError> {
-        check_size(ns, key, value)?;
-        let mut item = key_item(ns, key);
-        item.insert(VALUE.to_string(), AttributeValue::B(Blob::new(value)));
-        self.client
+        let (item, _) = self.value_item(ns, key, value).await?;
+        let out = self
+            .client
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item))
+            .return_values(ReturnValue::AllOld)
             .send()
             .await
             .map_err(err)?;
+        self.drop_generations(ns, out.attributes().and_then(Generation::of))
+            .await;
         Ok(())
     }
 
     async fn delete(&self, ns: &str, key: &str) -> Result<(), KvError> {
-        self.client
+        let out = self
+            .client
             .delete_item()
             .table_name(&self.table)
             .set_key(Some(key_item(ns, key)))
+            .return_values(ReturnValue::AllOld)
             .send()
             .await
             .map_err(err)?;
+        self.drop_generations(ns, out.attributes().and_then(Generation::of))
+            .await;
         Ok(())
     }
 
@@ -319,30 +316,50 @@ impl KeyValue for DynamoStore {
         expected: Option<&[u8]>,
         value: &[u8],
     ) -> Result<bool, KvError> {
-        check_size(ns, key, value)?;
-        let mut item = key_item(ns, key);
-        item.insert(VALUE.to_string(), AttributeValue::B(Blob::new(value)));
+        // A large expected value is compared here; the put then conditions on the
+        // generation that held it, which no other write can reuse.
+        let expected_generation = match expected {
+            Some(old) if old.len() > CHUNK_BYTES => match self.load(ns, key).await? {
+                Some((current, Some(generation))) if current == old => Some(generation),
+                _ => return Ok(false),
+            },
+            _ => None,
+        };
+        let (item, generation) = self.value_item(ns, key, value).await?;
         let mut put = self
             .client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(item));
-        put = match expected {
-            // Absent means what `get` reports as absent: no value attribute.
-            None => put
-                .condition_expression("attribute_not_exists(#v)")
-                .expression_attribute_names("#v", VALUE),
-            Some(old) => put
+            .set_item(Some(item))
+            .return_values(ReturnValue::AllOld);
+        // DynamoDB refuses attribute names an expression does not use.
+        put = match (expected, expected_generation) {
+            // Absent means what `get` reports as absent: no value, inline or chunked.
+            (None, _) => put
+                .condition_expression("attribute_not_exists(#v) AND attribute_not_exists(#g)")
+                .expression_attribute_names("#v", VALUE)
+                .expression_attribute_names("#g", chunks::GENERATION),
+            (Some(_), Some(generation)) => put
+                .condition_expression("#g = :g")
+                .expression_attribute_names("#g", chunks::GENERATION)
+                .expression_attribute_values(":g", AttributeValue::S(generation.id)),
+            (Some(old), None) => put
                 .condition_expression("#v = :old")
                 .expression_attribute_names("#v", VALUE)
                 .expression_attribute_values(":old", AttributeValue::B(Blob::new(old))),
         };
         match put.send().await {
-            Ok(_) => Ok(true),
+            Ok(out) => {
+                self.drop_generations(ns, out.attributes().and_then(Generation::of))
+                    .await;
+                Ok(true)
+            }
             Err(e)
                 if e.as_service_error()
                     .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
             {
+                // The put certainly did not land: its chunks are nobody's.
+                self.drop_generations(ns, generation).await;
                 Ok(false)
             }
             Err(e) => Err(err(e)),
@@ -351,46 +368,40 @@ impl KeyValue for DynamoStore {
 
     async fn get_many(&self, ns: &str, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, KvError> {
         let unique = dedup_last(keys.iter().map(|k| (k.clone(), ())));
+        let items = self
+            .batch_get(unique.iter().map(|(k, ())| key_item(ns, k)).collect(), None)
+            .await?;
         let mut found: HashMap<String, Vec<u8>> = HashMap::new();
-        for chunk in unique.chunks(BATCH_GET_MAX) {
-            let mut request = KeysAndAttributes::builder().consistent_read(true);
-            for (key, ()) in chunk {
-                request = request.keys(key_item(ns, key));
-            }
-            let mut pending = Some(HashMap::from([(
-                self.table.clone(),
-                request.build().map_err(build_err)?,
-            )]));
-            let mut attempt = 0;
-            while let Some(items) = pending.take().filter(|m| !m.is_empty()) {
-                backoff(&mut attempt).await?;
-                let out = self
-                    .client
-                    .batch_get_item()
-                    .set_request_items(Some(items))
-                    .send()
-                    .await
-                    .map_err(err)?;
-                for item in out
-                    .responses()
-                    .and_then(|r| r.get(&self.table))
-                    .into_iter()
-                    .flatten()
-                {
-                    if let (Some(AttributeValue::S(k)), Some(v)) = (item.get(SK), value_of(item)) {
-                        found.insert(k.clone(), v);
+        for item in items {
+            let Some(AttributeValue::S(key)) = item.get(SK) else {
+                continue;
+            };
+            match Stored::of(&item) {
+                Some(Stored::Inline(value)) => {
+                    found.insert(key.clone(), value);
+                }
+                Some(Stored::Chunked(_)) => {
+                    if let Some(value) = self.get(ns, key).await? {
+                        found.insert(key.clone(), value);
                     }
                 }
-                pending = out.unprocessed_keys;
+                None => {}
             }
         }
         Ok(keys.iter().map(|k| found.get(k).cloned()).collect())
     }
 
     async fn set_many(&self, ns: &str, entries: &[(String, Vec<u8>)]) -> Result<(), KvError> {
+        let (large, small): (Vec<_>, Vec<_>) = dedup_last(entries.iter().cloned())
+            .into_iter()
+            .partition(|(_, value)| value.len() > CHUNK_BYTES);
+        for (key, value) in &large {
+            self.set(ns, key, value).await?;
+        }
+        let keys: Vec<String> = small.iter().map(|(k, _)| k.clone()).collect();
+        let replaced = self.generations(ns, &keys).await?;
         let mut writes = Vec::new();
-        for (key, value) in dedup_last(entries.iter().cloned()) {
-            check_size(ns, &key, &value)?;
+        for (key, value) in small {
             let mut item = key_item(ns, &key);
             item.insert(VALUE.to_string(), AttributeValue::B(Blob::new(value)));
             let put = PutRequest::builder()
@@ -399,23 +410,122 @@ impl KeyValue for DynamoStore {
                 .map_err(build_err)?;
             writes.push(WriteRequest::builder().put_request(put).build());
         }
-        self.batch_write(writes).await
+        self.batch_write(writes).await?;
+        self.drop_generations(ns, replaced).await;
+        Ok(())
     }
 
     async fn delete_many(&self, ns: &str, keys: &[String]) -> Result<(), KvError> {
+        let keys: Vec<String> = dedup_last(keys.iter().map(|k| (k.clone(), ())))
+            .into_iter()
+            .map(|(k, ())| k)
+            .collect();
+        let replaced = self.generations(ns, &keys).await?;
         let mut writes = Vec::new();
-        for (key, ()) in dedup_last(keys.iter().map(|k| (k.clone(), ()))) {
+        for key in &keys {
             let delete = DeleteRequest::builder()
-                .set_key(Some(key_item(ns, &key)))
+                .set_key(Some(key_item(ns, key)))
                 .build()
                 .map_err(build_err)?;
             writes.push(WriteRequest::builder().delete_request(delete).build());
         }
-        self.batch_write(writes).await
+        self.batch_write(writes).await?;
+        self.drop_generations(ns, replaced).await;
+        Ok(())
     }
 }
 
 impl DynamoStore {
+    /// A key's value and, if chunked, the generation it was read from.
+    async fn load(
+        &self,
+        ns: &str,
+        key: &str,
+    ) -> Result<Option<(Vec<u8>, Option<Generation>)>, KvError> {
+        for _ in 0..READ_ATTEMPTS {
+            let out = self
+                .client
+                .get_item()
+                .table_name(&self.table)
+                .set_key(Some(key_item(ns, key)))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(err)?;
+            match out.item().and_then(Stored::of) {
+                None => return Ok(None),
+                Some(Stored::Inline(value)) => return Ok(Some((value, None))),
+                Some(Stored::Chunked(generation)) => {
+                    if let Some(value) = self.read_chunks(ns, &generation).await? {
+                        return Ok(Some((value, Some(generation))));
+                    }
+                }
+            }
+        }
+        Err(KvError::provider(
+            NAME,
+            format!("value of key `{key}` was replaced {READ_ATTEMPTS} times while being read"),
+        ))
+    }
+
+    /// The item that stores `value` under `key`, with the chunks it points at already
+    /// written when the value is too large for the item itself.
+    async fn value_item(
+        &self,
+        ns: &str,
+        key: &str,
+        value: &[u8],
+    ) -> Result<(Item, Option<Generation>), KvError> {
+        let mut item = key_item(ns, key);
+        if value.len() <= CHUNK_BYTES {
+            item.insert(VALUE.to_string(), AttributeValue::B(Blob::new(value)));
+            return Ok((item, None));
+        }
+        let generation = self.write_chunks(ns, value).await?;
+        generation.point(&mut item);
+        Ok((item, Some(generation)))
+    }
+
+    /// Reads items by key in batches of what DynamoDB allows, retrying the keys it
+    /// leaves unprocessed (throttling, or over 16 MB in one response).
+    async fn batch_get(
+        &self,
+        keys: Vec<Item>,
+        projection: Option<(&str, HashMap<String, String>)>,
+    ) -> Result<Vec<Item>, KvError> {
+        let mut found = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(BATCH_GET_MAX) {
+            let mut request = KeysAndAttributes::builder()
+                .consistent_read(true)
+                .set_keys(Some(chunk.to_vec()));
+            if let Some((expression, names)) = &projection {
+                request = request
+                    .projection_expression(*expression)
+                    .set_expression_attribute_names(Some(names.clone()));
+            }
+            let mut pending = Some(HashMap::from([(
+                self.table.clone(),
+                request.build().map_err(build_err)?,
+            )]));
+            let mut attempt = 0;
+            while let Some(items) = pending.take().filter(|m| !m.is_empty()) {
+                backoff(&mut attempt).await?;
+                let mut out = self
+                    .client
+                    .batch_get_item()
+                    .set_request_items(Some(items))
+                    .send()
+                    .await
+                    .map_err(err)?;
+                if let Some(items) = out.responses.as_mut().and_then(|r| r.remove(&self.table)) {
+                    found.extend(items);
+                }
+                pending = out.unprocessed_keys;
+            }
+        }
+        Ok(found)
+    }
+
     async fn batch_write(&self, writes: Vec<WriteRequest>) -> Result<(), KvError> {
         for chunk in writes.chunks(BATCH_WRITE_MAX) {
             let mut pending = Some(HashMap::from([(self.table.clone(), chunk.to_vec())]));
