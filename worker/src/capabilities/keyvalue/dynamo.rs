@@ -32,6 +32,13 @@ const READ_ATTEMPTS: u32 = 8;
 
 type Item = HashMap<String, AttributeValue>;
 
+/// The generation a put or delete replaced, unless it is the one the put wrote: a retried
+/// attempt replaces what its own earlier attempt wrote.
+fn replaced(old: Option<&Item>, ours: Option<&Generation>) -> Option<Generation> {
+    old.and_then(Generation::of)
+        .filter(|replaced| Some(replaced) != ours)
+}
+
 /// What a key's item holds.
 enum Stored {
     Inline(Vec<u8>),
@@ -229,7 +236,7 @@ impl KeyValue for DynamoStore {
     }
 
     async fn set(&self, ns: &str, key: &str, value: &[u8]) -> Result<(), KvError> {
-        let (item, _) = self.value_item(ns, key, value).await?;
+        let (item, ours) = self.value_item(ns, key, value).await?;
         let out = self
             .client
             .put_item()
@@ -239,7 +246,7 @@ impl KeyValue for DynamoStore {
             .send()
             .await
             .map_err(err)?;
-        self.drop_generations(ns, out.attributes().and_then(Generation::of))
+        self.drop_generations(ns, replaced(out.attributes(), ours.as_ref()))
             .await;
         Ok(())
     }
@@ -350,7 +357,7 @@ impl KeyValue for DynamoStore {
         };
         match put.send().await {
             Ok(out) => {
-                self.drop_generations(ns, out.attributes().and_then(Generation::of))
+                self.drop_generations(ns, replaced(out.attributes(), generation.as_ref()))
                     .await;
                 Ok(true)
             }
@@ -358,8 +365,20 @@ impl KeyValue for DynamoStore {
                 if e.as_service_error()
                     .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
             {
-                // The put certainly did not land: its chunks are nobody's.
-                self.drop_generations(ns, generation).await;
+                let Some(ours) = generation else {
+                    return Ok(false);
+                };
+                // The SDK retries an attempt that timed out; if that attempt landed, the
+                // retry fails its condition against our own write. Our generation id is
+                // unique, so finding it on the key tells the two apart.
+                if self
+                    .generations(ns, &[key.to_string()])
+                    .await?
+                    .contains(&ours)
+                {
+                    return Ok(true);
+                }
+                self.drop_generations(ns, [ours]).await;
                 Ok(false)
             }
             Err(e) => Err(err(e)),

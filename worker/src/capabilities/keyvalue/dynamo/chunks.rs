@@ -9,11 +9,20 @@
 //! stops pointing at them (the old item comes back from the same put or delete), so a
 //! reader that finds the key's item finds its chunks, unless a writer replaced the value
 //! in between; the reader then starts again. A generation id is never reused, so a
-//! compare-and-swap on a large value conditions on it instead of on the bytes.
+//! compare-and-swap on a large value compares the bytes it reads, then conditions on the
+//! generation that held them (a rewrite of the same bytes in between makes it fail, as a
+//! lost race would, and the caller retries).
 //!
-//! What a crash or an unknown outcome costs is storage, never a wrong read: chunks
-//! written for a put whose outcome is unknown are kept (the put may have landed), and
-//! chunks left by a crash between the put and the cleanup stay unreferenced.
+//! The SDK retries an attempt whose outcome it did not see, so a put may find its own
+//! earlier attempt's item: a generation is never dropped by the write that made it, and a
+//! compare-and-swap that fails its condition checks whether the key already points at
+//! its generation before discarding it.
+//!
+//! What goes wrong costs storage, never a wrong read: chunks of a put whose outcome is
+//! unknown are kept (it may have landed), and chunks stay unreferenced after a crash
+//! between a put and its cleanup, after a retried put or delete whose first attempt
+//! landed, or when a concurrent large write lands between a batch write's read of the
+//! generations it replaces and the batch write itself.
 
 use std::collections::HashMap;
 
@@ -77,7 +86,10 @@ impl Generation {
     }
 
     fn chunk_keys(&self, ns: &str) -> Vec<Item> {
-        (0..self.count).map(|i| self.chunk_key(ns, i)).collect()
+        // A corrupt count must not size an allocation; `read_chunks` reports it.
+        (0..self.count.min(MAX_CHUNKS))
+            .map(|i| self.chunk_key(ns, i))
+            .collect()
     }
 }
 
