@@ -1,7 +1,7 @@
 //! The only place `fnctl` reads its environment: logging, the local data directory, and
 //! where the control plane is and which token to send.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
@@ -33,6 +33,8 @@ pub struct Credentials {
     pub token: String,
 }
 
+const CREDENTIALS_FILE: &str = "credentials.toml";
+
 /// `STRATUS_CONFIG_DIR`, else the user's config directory + `stratus`.
 fn config_dir() -> anyhow::Result<PathBuf> {
     if let Some(dir) = std::env::var_os("STRATUS_CONFIG_DIR") {
@@ -44,7 +46,7 @@ fn config_dir() -> anyhow::Result<PathBuf> {
 }
 
 fn credentials_path() -> anyhow::Result<PathBuf> {
-    Ok(config_dir()?.join("credentials.toml"))
+    Ok(config_dir()?.join(CREDENTIALS_FILE))
 }
 
 impl Credentials {
@@ -87,26 +89,33 @@ impl Credentials {
         }
     }
 
-    /// Saves the login, readable by the user only.
+    /// Saves the login where `fnctl` looks for it, readable by the user only.
     pub fn save(&self) -> anyhow::Result<PathBuf> {
-        let path = credentials_path()?;
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        }
+        self.save_in(&config_dir()?)
+    }
+
+    /// Saves the login as `DIR/credentials.toml`, so `DIR` works as `STRATUS_CONFIG_DIR`.
+    /// The file is readable by the user only and appears whole (written aside, then
+    /// renamed), so a script may wait for it.
+    pub fn save_in(&self, dir: &Path) -> anyhow::Result<PathBuf> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let path = dir.join(CREDENTIALS_FILE);
+        let staged = dir.join(format!(".{CREDENTIALS_FILE}.tmp"));
         let text = toml::to_string(self).context("encoding credentials")?;
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create(true).truncate(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         let mut file = options
-            .open(&path)
-            .with_context(|| format!("writing {}", path.display()))?;
-        // `mode` applies only when the file is created; tighten an existing one too.
+            .open(&staged)
+            .with_context(|| format!("writing {}", staged.display()))?;
+        // `mode` applies only when the file is created; tighten a leftover one too.
         #[cfg(unix)]
-        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-            .with_context(|| format!("restricting {}", path.display()))?;
+        std::fs::set_permissions(&staged, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .with_context(|| format!("restricting {}", staged.display()))?;
         std::io::Write::write_all(&mut file, text.as_bytes())
-            .with_context(|| format!("writing {}", path.display()))?;
+            .with_context(|| format!("writing {}", staged.display()))?;
+        std::fs::rename(&staged, &path).with_context(|| format!("writing {}", path.display()))?;
         Ok(path)
     }
 }

@@ -129,13 +129,18 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         endpoint: format!("http://{api_addr}"),
         token,
     };
+    // This platform's own login, always, in its data directory: scripts use it, and so
+    // does a user whose saved login is a remote one.
+    let own_login = std::path::absolute(data_dir.join("login"))?;
+    creds.save_in(&own_login)?;
     println!("Stratus is up: API on http://{api_addr}, apps on http://{apps_addr}");
     // Never replace a login to a remote control plane with this local one.
     match Credentials::saved().ok().flatten() {
         Some(existing) if !existing.is_local() => {
             println!(
-                "Your saved login ({}) is kept; to use this platform run:\n  export STRATUS_ENDPOINT={} STRATUS_TOKEN={}",
-                existing.endpoint, creds.endpoint, creds.token
+                "Your saved login ({}) is kept; to use this platform run:\n  export STRATUS_CONFIG_DIR={}",
+                existing.endpoint,
+                own_login.display()
             );
         }
         _ => {

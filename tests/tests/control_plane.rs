@@ -215,6 +215,32 @@ fn fnctl_without_login_or_with_a_bad_token_says_what_to_do() {
     assert!(!other.path().join("credentials.toml").exists());
 }
 
+/// `fnctl up` keeps a saved login to a remote control plane, and always leaves its own
+/// login in its data directory, which scripts use as `STRATUS_CONFIG_DIR`.
+#[test]
+fn fnctl_up_keeps_a_remote_login_and_leaves_its_own_in_the_data_dir() {
+    let home = tempfile::tempdir().unwrap();
+    let remote = "endpoint = \"https://stratus.example.com\"\ntoken = \"remote-token\"\n";
+    std::fs::write(home.path().join("credentials.toml"), remote).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let (dev, api, _) = up(data.path(), home.path());
+    let own = data.path().join("login");
+    assert!(
+        dev.first_line.contains("Stratus is up"),
+        "{}",
+        dev.first_line
+    );
+    assert_eq!(
+        std::fs::read_to_string(home.path().join("credentials.toml")).unwrap(),
+        remote,
+        "the remote login was replaced"
+    );
+    let saved = std::fs::read_to_string(own.join("credentials.toml")).unwrap();
+    assert!(saved.contains(&api), "{saved}");
+    let (ok, out, err) = fnctl_in(&own, &["apps"]);
+    assert!(ok, "{out}{err}");
+}
+
 /// The control plane as its own process on PostgreSQL + S3 (the local AWS emulator), an
 /// admin-minted token, `fnctl login`, `deploy --bind kv=dynamo`, and a restart.
 #[test]
