@@ -136,6 +136,11 @@ async fn exercise(dev: &Dev, cas: bool) {
         assert_eq!(http.get(&u("/get?key=casn")).await.text(), "20");
     }
     assert_eq!(http.get(&u("/config?key=mode")).await.text(), "e2e");
+    assert_eq!(http.get(&u("/config?key=missing")).await.status, 404);
+    assert_eq!(
+        http.get(&u("/config-all")).await.text(),
+        "mode=e2e\nregion=eu-west-1\n"
+    );
 }
 
 async fn run(guest: &str, binding: &str) {
@@ -150,6 +155,8 @@ async fn run(guest: &str, binding: &str) {
             binding,
             "--bind",
             "config.mode=e2e",
+            "--bind",
+            "config.region=eu-west-1",
             "--data-dir",
             &data,
         ],

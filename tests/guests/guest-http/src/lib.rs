@@ -98,10 +98,11 @@ pub trait KvApi {
     /// revision has no CAS.
     fn cas_increment(b: &Self::Bucket, key: &str) -> Option<Result<i64, String>>;
     fn config(key: &str) -> Result<Option<String>, String>;
+    fn config_all() -> Result<Vec<(String, String)>, String>;
 }
 
 /// Serves `/get /set /delete /exists /keys /incr /cas-incr /get-many /set-many
-/// /delete-many /config`, each taking `key`/`keys` (comma-separated) and `bucket`.
+/// /delete-many /config /config-all` (`KEY=VALUE` lines, sorted), each taking `key`/`keys` (comma-separated) and `bucket`.
 pub fn serve_kv<K: KvApi>(request: IncomingRequest, out: ResponseOutparam) {
     let path = request.path_with_query().unwrap_or_default();
     let (route, params) = parse_path(&path);
@@ -125,6 +126,12 @@ fn route_kv<K: KvApi>(
         .unwrap_or_default();
     if route == "/config" {
         return Ok(K::config(key)?.map(String::into_bytes));
+    }
+    if route == "/config-all" {
+        let mut all = K::config_all()?;
+        all.sort();
+        let lines: String = all.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+        return Ok(Some(lines.into_bytes()));
     }
     let bucket = K::open(param(params, "bucket").unwrap_or("default"))?;
     let ok = || Ok(Some(b"ok".to_vec()));

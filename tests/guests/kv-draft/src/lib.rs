@@ -80,4 +80,7 @@ impl KvApi for Draft {
     fn config(key: &str) -> Result<Option<String>, String> {
         config::get(key).map_err(|err| format!("{err:?}"))
     }
+    fn config_all() -> Result<Vec<(String, String)>, String> {
+        config::get_all().map_err(|err| format!("{err:?}"))
+    }
 }

@@ -77,6 +77,9 @@ impl KvApi for Draft2 {
     fn config(key: &str) -> Result<Option<String>, String> {
         config::get(key).map_err(|err| format!("{err:?}"))
     }
+    fn config_all() -> Result<Vec<(String, String)>, String> {
+        config::get_all().map_err(|err| format!("{err:?}"))
+    }
 }
 
 fn cas_increment(b: &store::Bucket, key: &str) -> Result<i64, String> {
