@@ -6,6 +6,17 @@
 //! - [`inspect`]: reading a component's imports and exports without compiling it.
 //! - [`rollout`]: how a change reaches workers.
 
+// Unit tests may unwrap: a panic there is a failed test, not a crashed worker.
+#![cfg_attr(
+    test,
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
 pub mod api;
 pub mod artifacts;
 pub mod auth;

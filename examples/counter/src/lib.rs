@@ -50,7 +50,11 @@ impl wasip2::exports::http::incoming_handler::Guest for Counter {
         match count(&path) {
             Ok(n) => {
                 println!("visit {n} to {path}");
-                respond(out, 200, &format!("{greeting}! {path} has been visited {n} times.\n"));
+                respond(
+                    out,
+                    200,
+                    &format!("{greeting}! {path} has been visited {n} times.\n"),
+                );
             }
             Err(e) => {
                 eprintln!("key-value error: {e:?}");

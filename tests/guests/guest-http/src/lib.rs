@@ -9,7 +9,9 @@ use wasip2::io::streams::StreamError;
 pub fn respond(out: ResponseOutparam, status: u16, body: &[u8]) {
     let response = OutgoingResponse::new(Fields::new());
     let _ = response.set_status_code(status);
-    let Ok(out_body) = response.body() else { return };
+    let Ok(out_body) = response.body() else {
+        return;
+    };
     ResponseOutparam::set(out, Ok(response));
     if let Ok(stream) = out_body.write() {
         // blocking_write_and_flush takes at most 4096 bytes per call.
@@ -24,7 +26,9 @@ pub fn respond(out: ResponseOutparam, status: u16, body: &[u8]) {
 
 pub fn read_body(request: &IncomingRequest) -> Vec<u8> {
     let mut data = Vec::new();
-    let Ok(body) = request.consume() else { return data };
+    let Ok(body) = request.consume() else {
+        return data;
+    };
     if let Ok(stream) = body.stream() {
         loop {
             match stream.blocking_read(64 * 1024) {
@@ -107,7 +111,11 @@ pub fn serve_kv<K: KvApi>(request: IncomingRequest, out: ResponseOutparam) {
     let path = request.path_with_query().unwrap_or_default();
     let (route, params) = parse_path(&path);
     let is_write = matches!(request.method(), Method::Put | Method::Post);
-    let body = if is_write { read_body(&request) } else { Vec::new() };
+    let body = if is_write {
+        read_body(&request)
+    } else {
+        Vec::new()
+    };
     match route_kv::<K>(&route, &params, body) {
         Ok(Some(bytes)) => respond(out, 200, &bytes),
         Ok(None) => respond(out, 404, b"not found\n"),
@@ -146,8 +154,13 @@ fn route_kv<K: KvApi>(
             Ok(Some(all.join("\n").into_bytes()))
         }
         "/incr" => {
-            let delta = param(params, "delta").unwrap_or("1").parse().map_err(|_| "bad delta")?;
-            Ok(Some(K::increment(&bucket, key, delta)?.to_string().into_bytes()))
+            let delta = param(params, "delta")
+                .unwrap_or("1")
+                .parse()
+                .map_err(|_| "bad delta")?;
+            Ok(Some(
+                K::increment(&bucket, key, delta)?.to_string().into_bytes(),
+            ))
         }
         "/cas-incr" => match K::cas_increment(&bucket, key) {
             Some(r) => Ok(Some(r?.to_string().into_bytes())),

@@ -30,9 +30,13 @@ fn recurse(n: u64) -> u64 {
 /// Streams the request body back as it arrives.
 fn echo(request: IncomingRequest, out: ResponseOutparam) {
     let response = OutgoingResponse::new(Fields::new());
-    let Ok(out_body) = response.body() else { return };
+    let Ok(out_body) = response.body() else {
+        return;
+    };
     ResponseOutparam::set(out, Ok(response));
-    let (Ok(in_body), Ok(writer)) = (request.consume(), out_body.write()) else { return };
+    let (Ok(in_body), Ok(writer)) = (request.consume(), out_body.write()) else {
+        return;
+    };
     let Ok(reader) = in_body.stream() else { return };
     loop {
         match reader.blocking_read(16 * 1024) {
