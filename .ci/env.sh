@@ -36,7 +36,10 @@ wait_port() {
 apt_install() {
   if command -v apt-get >/dev/null; then
     log "installing $* (apt)"
-    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+    local sudo=()
+    [ "$(id -u)" -eq 0 ] || sudo=(sudo DEBIAN_FRONTEND=noninteractive)
+    "${sudo[@]}" apt-get update -qq >/dev/null &&
+      DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "$@" >/dev/null
   else
     echo "error: please install: $*" >&2
     return 1

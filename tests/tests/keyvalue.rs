@@ -1,5 +1,6 @@
 //! Key-value and config through real guests: both `wasi:keyvalue` revisions on every
-//! provider, per-bucket bindings, app isolation and persistence across restarts.
+//! provider, per-bucket bindings, app isolation, persistence across restarts and provider
+//! outages.
 
 // Test code: a panic is a failed test.
 #![allow(
@@ -9,7 +10,9 @@
     clippy::indexing_slicing
 )]
 
-use stratus_tests::{Dev, Http, dynamo_binding, redis_url, wasm};
+use std::time::Duration;
+
+use stratus_tests::{Dev, Http, Relay, dynamo_binding, redis_url, wasm};
 
 fn unique(prefix: &str) -> String {
     format!(
@@ -91,6 +94,22 @@ async fn exercise(dev: &Dev, cas: bool) {
         200
     );
     assert_eq!(http.get(&u("/keys")).await.text(), "c\ngreeting\nn\n🔑");
+
+    // Listing pages through cursors (1000 keys a page) in both revisions' host code.
+    let many: Vec<String> = (0..2500).map(|i| format!("k{i:04}")).collect();
+    for batch in many.chunks(1000) {
+        let url = u(&format!("/set-many?bucket=many&keys={}", batch.join(",")));
+        assert_eq!(
+            http.send("POST", &url, b"v".to_vec()).await.unwrap().status,
+            200
+        );
+    }
+    let listed = http.get(&u("/keys?bucket=many")).await.text();
+    assert_eq!(
+        listed.lines().collect::<Vec<_>>(),
+        many,
+        "keys listed over pages"
+    );
 
     assert_eq!(
         http.send("DELETE", &u("/delete?key=c"), vec![])
@@ -354,4 +373,75 @@ async fn guest_limits_are_errors_the_guest_can_read() {
             .text(),
         "k=v\nk=v\nk=v"
     );
+}
+
+/// A provider that goes away mid-session: the guest gets the WIT error with the provider's
+/// message (a 500 from this guest), the worker keeps serving what does not need it, and
+/// the guest reads its data again once the provider is back.
+async fn outage(provider: &str, target: &str, binding: impl Fn(&str) -> String) {
+    let relay = Relay::start(target).await;
+    let app = unique(&format!("outage-{provider}"));
+    let binding = binding(&relay.addr.to_string());
+    let dev = Dev::start(
+        &wasm("kv-draft2"),
+        &[
+            "--app",
+            &app,
+            "--bind",
+            &binding,
+            "--bind",
+            "config.mode=e2e",
+        ],
+    );
+    let http = Http::default();
+    let u = |path: &str| format!("{}{path}", dev.url);
+    assert_eq!(http.put(&u("/set?key=k"), "v").await.status, 200);
+
+    relay.cut(true);
+    let during = tokio::time::timeout(Duration::from_secs(60), http.get(&u("/get?key=k")))
+        .await
+        .expect("a read against a provider that is down hung");
+    assert_eq!(during.status, 500, "{}", during.text());
+    assert!(
+        during.text().contains(provider),
+        "the guest's error does not name the provider: {}",
+        during.text()
+    );
+    assert_eq!(http.get(&u("/config?key=mode")).await.text(), "e2e");
+
+    relay.cut(false);
+    let mut last = String::new();
+    for _ in 0..50 {
+        let reply = http.get(&u("/get?key=k")).await;
+        if reply.status == 200 {
+            assert_eq!(reply.text(), "v");
+            return;
+        }
+        last = reply.text();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("the provider never came back for the guest: {last}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_is_a_guest_error_then_recovers() {
+    let target = redis_url()
+        .trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .to_string();
+    outage("redis", &target, |addr| {
+        format!("kv=redis:url=redis://{addr}")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dynamo_outage_is_a_guest_error_then_recovers() {
+    let endpoint =
+        std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "http://127.0.0.1:5000".into());
+    let target = endpoint.trim_start_matches("http://").trim_end_matches('/');
+    outage("dynamo", target, |addr| {
+        format!("kv=dynamo:table=stratus-e2e,region=us-east-1,endpoint=http://{addr}")
+    })
+    .await;
 }

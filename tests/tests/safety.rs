@@ -102,9 +102,14 @@ async fn stdout_flood_is_truncated_not_fatal() {
         dev.wait_for_log("dropped"),
         "no note of dropped output in logs"
     );
+    let log = dev.stderr();
+    let line = log
+        .lines()
+        .find(|l| l.contains(&"x".repeat(64)))
+        .expect("the guest's output is not in the worker's log");
     assert!(
-        dev.stderr().contains("invocation="),
-        "guest output not tagged with the invocation"
+        line.contains("app=") && line.contains("invocation=") && line.contains("stdout"),
+        "guest output not tagged with app, invocation and stream: {line:.200}"
     );
 }
 

@@ -109,8 +109,16 @@ mod tests {
         let name = files[0].file_name().unwrap().to_string_lossy().into_owned();
         assert!(name.starts_with(&digest(EMPTY_COMPONENT)), "{name}");
 
-        // A hit loads the artefact; a corrupt one is ignored and rewritten.
+        // A hit loads the artefact (and leaves it alone); a corrupt one is ignored and
+        // rewritten.
+        let written = std::fs::metadata(&files[0]).unwrap().modified().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
         compile(&engine, EMPTY_COMPONENT, Some(dir.path())).unwrap();
+        assert_eq!(
+            std::fs::metadata(&files[0]).unwrap().modified().unwrap(),
+            written,
+            "a cache hit compiled and wrote the artefact again"
+        );
         std::fs::write(&files[0], b"not a compiled component").unwrap();
         compile(&engine, EMPTY_COMPONENT, Some(dir.path())).unwrap();
         assert_ne!(
