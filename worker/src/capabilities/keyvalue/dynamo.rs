@@ -107,6 +107,15 @@ fn build_err(e: aws_sdk_dynamodb::error::BuildError) -> KvError {
     KvError::provider(NAME, e)
 }
 
+/// One put of a batch write.
+fn put_request(item: Item) -> Result<WriteRequest, KvError> {
+    let put = PutRequest::builder()
+        .set_item(Some(item))
+        .build()
+        .map_err(build_err)?;
+    Ok(WriteRequest::builder().put_request(put).build())
+}
+
 fn key_item(ns: &str, key: &str) -> Item {
     HashMap::from([
         (PK.to_string(), AttributeValue::S(ns.to_string())),
@@ -423,11 +432,7 @@ impl KeyValue for DynamoStore {
         for (key, value) in small {
             let mut item = key_item(ns, &key);
             item.insert(VALUE.to_string(), AttributeValue::B(Blob::new(value)));
-            let put = PutRequest::builder()
-                .set_item(Some(item))
-                .build()
-                .map_err(build_err)?;
-            writes.push(WriteRequest::builder().put_request(put).build());
+            writes.push(put_request(item)?);
         }
         self.batch_write(writes).await?;
         self.drop_generations(ns, replaced).await;

@@ -27,9 +27,9 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::primitives::Blob;
-use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
+use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, WriteRequest};
 
-use super::{DynamoStore, Item, NAME, PK, SK, VALUE, build_err};
+use super::{DynamoStore, Item, NAME, PK, SK, VALUE, put_request};
 use crate::capabilities::keyvalue::KvError;
 use crate::capabilities::keyvalue::limits::MAX_VALUE_BYTES;
 
@@ -115,11 +115,7 @@ impl DynamoStore {
         for (index, chunk) in value.chunks(CHUNK_BYTES).enumerate() {
             let mut item = generation.chunk_key(ns, index);
             item.insert(VALUE.to_string(), AttributeValue::B(Blob::new(chunk)));
-            let put = PutRequest::builder()
-                .set_item(Some(item))
-                .build()
-                .map_err(build_err)?;
-            writes.push(WriteRequest::builder().put_request(put).build());
+            writes.push(put_request(item)?);
         }
         self.batch_write(writes).await?;
         Ok(generation)
