@@ -495,3 +495,62 @@ async fn a_redis_that_is_down_is_an_error_not_a_hang() {
         "error does not say where: {err}"
     );
 }
+
+/// A Redis user the server refuses the namespace's hash: the guest gets `access-denied`.
+#[tokio::test]
+async fn a_redis_user_without_permission_gets_access_denied() {
+    let admin = ::redis::Client::open(redis_url()).unwrap();
+    let mut conn = admin.get_multiplexed_async_connection().await.unwrap();
+    let user = format!("stratus-test-{}", uuid::Uuid::new_v4().simple());
+    ::redis::cmd("ACL")
+        .arg(&[
+            "SETUSER",
+            &user,
+            "on",
+            ">not-a-secret",
+            "~elsewhere:*",
+            "+@all",
+        ])
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    let url = redis_url().replacen("redis://", &format!("redis://{user}:not-a-secret@"), 1);
+    let kv = open(&format!("redis:url={url}")).await;
+    let result = kv.get(&unique_ns("acl"), "k").await;
+    ::redis::cmd("ACL")
+        .arg(&["DELUSER", &user])
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    let err = result.unwrap_err();
+    assert!(matches!(err, KvError::AccessDenied(_)), "{err}");
+}
+
+/// A DynamoDB table deleted under an open provider: the guest gets `no-such-store`.
+#[tokio::test]
+async fn a_dynamo_table_that_is_gone_is_no_such_store() {
+    let endpoint =
+        std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "http://127.0.0.1:5000".into());
+    let table = format!("stratus-gone-{}", uuid::Uuid::new_v4().simple());
+    let kv = open(&format!(
+        "dynamo:table={table},region=us-east-1,endpoint={endpoint}"
+    ))
+    .await;
+    let ns = unique_ns("gone");
+    kv.set(&ns, "k", b"v").await.unwrap();
+    let sdk = stratus_worker::capabilities::aws::sdk_config(
+        Some("us-east-1"),
+        Some(&endpoint),
+        Duration::from_secs(2),
+        Duration::from_secs(5),
+    )
+    .await;
+    aws_sdk_dynamodb::Client::new(&sdk)
+        .delete_table()
+        .table_name(&table)
+        .send()
+        .await
+        .unwrap();
+    let err = kv.get(&ns, "k").await.unwrap_err();
+    assert!(matches!(err, KvError::NoSuchStore(_)), "{err}");
+}

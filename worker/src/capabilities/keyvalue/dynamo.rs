@@ -87,12 +87,27 @@ pub struct DynamoStore {
 }
 
 /// A concise message: the service's error code and text, or the transport failure.
+/// Refusals the guest can act on get their own WIT variant; the rest are `other`.
 fn err<E, R>(e: SdkError<E, R>) -> KvError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
 {
-    KvError::provider(NAME, sdk_message(e))
+    let code = e
+        .as_service_error()
+        .and_then(|s| s.code())
+        .map(str::to_owned);
+    let message = sdk_message(e);
+    match code.as_deref() {
+        Some(
+            "AccessDeniedException"
+            | "UnrecognizedClientException"
+            | "MissingAuthenticationTokenException",
+        ) => KvError::AccessDenied(format!("{NAME}: {message}")),
+        // The table is gone (deleted after the provider opened it).
+        Some("ResourceNotFoundException") => KvError::NoSuchStore(format!("{NAME}: {message}")),
+        _ => KvError::provider(NAME, message),
+    }
 }
 
 fn sdk_message<E, R>(e: SdkError<E, R>) -> String

@@ -28,8 +28,15 @@ pub struct RedisStore {
     cas: redis::Script,
 }
 
+/// Refusals the guest can act on get their own WIT variant; the rest are `other`.
 fn err(e: redis::RedisError) -> KvError {
-    KvError::provider(NAME, e)
+    let denied = e.kind() == redis::ErrorKind::AuthenticationFailed
+        || matches!(e.code(), Some("NOPERM" | "NOAUTH" | "WRONGPASS"));
+    if denied {
+        KvError::AccessDenied(format!("{NAME}: {e}"))
+    } else {
+        KvError::provider(NAME, e)
+    }
 }
 
 fn hash_key(ns: &str) -> String {
