@@ -554,3 +554,87 @@ async fn a_dynamo_table_that_is_gone_is_no_such_store() {
     let err = kv.get(&ns, "k").await.unwrap_err();
     assert!(matches!(err, KvError::NoSuchStore(_)), "{err}");
 }
+
+/// An HTTP relay to the AWS emulator that loses the answer to the first conditional put:
+/// the put lands, and the client sees its connection close before any answer.
+async fn relay_losing_first_conditional_answer(target: String) -> std::net::SocketAddr {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::io::{AsyncWriteExt, BufReader};
+    use tokio::net::{TcpListener, TcpStream};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let lost = Arc::new(AtomicBool::new(false));
+    tokio::spawn(async move {
+        while let Ok((inbound, _)) = listener.accept().await {
+            let (target, lost) = (target.clone(), lost.clone());
+            tokio::spawn(async move {
+                let mut inbound = BufReader::new(inbound);
+                let mut outbound = BufReader::new(TcpStream::connect(&target).await.unwrap());
+                while let Some(request) = read_http_message(&mut inbound).await {
+                    outbound.get_mut().write_all(&request).await.unwrap();
+                    let Some(response) = read_http_message(&mut outbound).await else {
+                        return;
+                    };
+                    let conditional = request
+                        .windows(b"ConditionExpression".len())
+                        .any(|w| w == b"ConditionExpression");
+                    if conditional && !lost.swap(true, Ordering::SeqCst) {
+                        return;
+                    }
+                    inbound.get_mut().write_all(&response).await.unwrap();
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// One HTTP/1.1 message with a `Content-Length` body, as the SDK and moto send them.
+async fn read_http_message(
+    from: &mut tokio::io::BufReader<tokio::net::TcpStream>,
+) -> Option<Vec<u8>> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+    let mut message = Vec::new();
+    let mut length = 0;
+    loop {
+        let mut line = Vec::new();
+        if from.read_until(b'\n', &mut line).await.ok()? == 0 {
+            return None;
+        }
+        let text = String::from_utf8_lossy(&line).to_ascii_lowercase();
+        if let Some(value) = text.strip_prefix("content-length:") {
+            length = value.trim().parse().ok()?;
+        }
+        message.extend_from_slice(&line);
+        if line == b"\r\n" {
+            break;
+        }
+    }
+    let head = message.len();
+    message.resize(head + length, 0);
+    from.read_exact(&mut message[head..]).await.ok()?;
+    Some(message)
+}
+
+/// The SDK retries a put whose answer was lost; the retry then fails its condition
+/// against the put's own first attempt. That is a swap that happened, not a lost race.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dynamo_swap_whose_answer_was_lost_still_reports_the_swap() {
+    let endpoint =
+        std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "http://127.0.0.1:5000".into());
+    let target = endpoint.trim_start_matches("http://").trim_end_matches('/');
+    let relay = relay_losing_first_conditional_answer(target.to_string()).await;
+    let kv = open(&format!(
+        "dynamo:table=stratus-conformance,region=us-east-1,endpoint=http://{relay}"
+    ))
+    .await;
+    let ns = unique_ns("lost-answer");
+    let swapped = tokio::time::timeout(
+        Duration::from_secs(60),
+        kv.compare_and_swap(&ns, "k", None, b"v1"),
+    )
+    .await
+    .expect("the swap hung");
+    assert_eq!(kv.get(&ns, "k").await.unwrap().as_deref(), Some(&b"v1"[..]));
+    assert!(swapped.unwrap(), "a swap that landed was reported as lost");
+}

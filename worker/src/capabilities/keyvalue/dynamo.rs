@@ -25,6 +25,8 @@ const NAME: &str = "dynamo";
 const PK: &str = "pk";
 const SK: &str = "sk";
 const VALUE: &str = "v";
+/// A compare-and-swap's own id, written with its value: see `compare_and_swap`.
+const WRITE_TOKEN: &str = "w";
 const BATCH_GET_MAX: usize = 100;
 const BATCH_WRITE_MAX: usize = 25;
 /// How often a read starts again when writers keep replacing a chunked value under it.
@@ -356,7 +358,9 @@ impl KeyValue for DynamoStore {
             },
             _ => None,
         };
-        let (item, generation) = self.value_item(ns, key, value).await?;
+        let (mut item, generation) = self.value_item(ns, key, value).await?;
+        let token = uuid::Uuid::new_v4().to_string();
+        item.insert(WRITE_TOKEN.to_string(), AttributeValue::S(token.clone()));
         let mut put = self
             .client
             .put_item()
@@ -389,20 +393,14 @@ impl KeyValue for DynamoStore {
                 if e.as_service_error()
                     .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
             {
-                let Some(ours) = generation else {
-                    return Ok(false);
-                };
-                // The SDK retries an attempt that timed out; if that attempt landed, the
-                // retry fails its condition against our own write. Our generation id is
-                // unique, so finding it on the key tells the two apart.
-                if self
-                    .generations(ns, &[key.to_string()])
-                    .await?
-                    .contains(&ours)
-                {
+                // The SDK retries an attempt whose answer it did not get; if that attempt
+                // landed, the retry fails its condition against this very write. The
+                // write's token, unique to it, tells the two apart.
+                if self.write_token(ns, key).await?.as_deref() == Some(token.as_str()) {
                     return Ok(true);
                 }
-                self.drop_generations(ns, [ours]).await;
+                // The put did not land: its chunks are nobody's.
+                self.drop_generations(ns, generation).await;
                 Ok(false)
             }
             Err(e) => Err(err(e)),
@@ -523,6 +521,25 @@ impl DynamoStore {
         let generation = self.write_chunks(ns, value).await?;
         generation.point(&mut item);
         Ok((item, Some(generation)))
+    }
+
+    /// The token of the compare-and-swap that last wrote a key, if one did.
+    async fn write_token(&self, ns: &str, key: &str) -> Result<Option<String>, KvError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key_item(ns, key)))
+            .projection_expression("#w")
+            .expression_attribute_names("#w", WRITE_TOKEN)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(err)?;
+        Ok(match out.item().and_then(|item| item.get(WRITE_TOKEN)) {
+            Some(AttributeValue::S(token)) => Some(token.clone()),
+            _ => None,
+        })
     }
 
     /// Reads items by key in batches of what DynamoDB allows, retrying the keys it

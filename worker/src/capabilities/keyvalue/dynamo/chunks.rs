@@ -15,8 +15,8 @@
 //!
 //! The SDK retries an attempt whose outcome it did not see, so a put may find its own
 //! earlier attempt's item: a generation is never dropped by the write that made it, and a
-//! compare-and-swap that fails its condition checks whether the key already points at
-//! its generation before discarding it.
+//! compare-and-swap that fails its condition checks whether the key already holds its
+//! own write (its token) before discarding its chunks.
 //!
 //! What goes wrong costs storage, never a wrong read: chunks of a put whose outcome is
 //! unknown are kept (it may have landed), and chunks stay unreferenced after a crash
