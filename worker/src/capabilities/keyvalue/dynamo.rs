@@ -48,10 +48,11 @@ enum Stored {
 }
 
 impl Stored {
-    fn of(item: &Item) -> Option<Self> {
-        match item.get(VALUE) {
-            Some(AttributeValue::B(b)) => Some(Self::Inline(b.as_ref().to_vec())),
-            _ => Generation::of(item).map(Self::Chunked),
+    /// Takes the value out of the item read, without copying it.
+    fn of(mut item: Item) -> Option<Self> {
+        match item.remove(VALUE) {
+            Some(AttributeValue::B(b)) => Some(Self::Inline(b.into_inner())),
+            _ => Generation::of(&item).map(Self::Chunked),
         }
     }
 }
@@ -131,6 +132,15 @@ fn put_request(item: Item) -> Result<WriteRequest, KvError> {
         .build()
         .map_err(build_err)?;
     Ok(WriteRequest::builder().put_request(put).build())
+}
+
+/// One delete of a batch write.
+fn delete_request(key: Item) -> Result<WriteRequest, KvError> {
+    let delete = DeleteRequest::builder()
+        .set_key(Some(key))
+        .build()
+        .map_err(build_err)?;
+    Ok(WriteRequest::builder().delete_request(delete).build())
 }
 
 fn key_item(ns: &str, key: &str) -> Item {
@@ -413,17 +423,17 @@ impl KeyValue for DynamoStore {
             .batch_get(unique.iter().map(|(k, ())| key_item(ns, k)).collect(), None)
             .await?;
         let mut found: HashMap<String, Vec<u8>> = HashMap::new();
-        for item in items {
-            let Some(AttributeValue::S(key)) = item.get(SK) else {
+        for mut item in items {
+            let Some(AttributeValue::S(key)) = item.remove(SK) else {
                 continue;
             };
-            match Stored::of(&item) {
+            match Stored::of(item) {
                 Some(Stored::Inline(value)) => {
-                    found.insert(key.clone(), value);
+                    found.insert(key, value);
                 }
                 Some(Stored::Chunked(_)) => {
-                    if let Some(value) = self.get(ns, key).await? {
-                        found.insert(key.clone(), value);
+                    if let Some(value) = self.get(ns, &key).await? {
+                        found.insert(key, value);
                     }
                 }
                 None => {}
@@ -460,11 +470,7 @@ impl KeyValue for DynamoStore {
         let replaced = self.generations(ns, &keys).await?;
         let mut writes = Vec::new();
         for key in &keys {
-            let delete = DeleteRequest::builder()
-                .set_key(Some(key_item(ns, key)))
-                .build()
-                .map_err(build_err)?;
-            writes.push(WriteRequest::builder().delete_request(delete).build());
+            writes.push(delete_request(key_item(ns, key))?);
         }
         self.batch_write(writes).await?;
         self.drop_generations(ns, replaced).await;
@@ -489,7 +495,7 @@ impl DynamoStore {
                 .send()
                 .await
                 .map_err(err)?;
-            match out.item().and_then(Stored::of) {
+            match out.item.and_then(Stored::of) {
                 None => return Ok(None),
                 Some(Stored::Inline(value)) => return Ok(Some((value, None))),
                 Some(Stored::Chunked(generation)) => {

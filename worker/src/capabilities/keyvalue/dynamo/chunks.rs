@@ -27,9 +27,9 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::primitives::Blob;
-use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, WriteRequest};
+use aws_sdk_dynamodb::types::AttributeValue;
 
-use super::{DynamoStore, Item, NAME, PK, SK, VALUE, put_request};
+use super::{DynamoStore, Item, NAME, PK, SK, VALUE, delete_request, put_request};
 use crate::capabilities::keyvalue::KvError;
 use crate::capabilities::keyvalue::limits::MAX_VALUE_BYTES;
 
@@ -98,10 +98,9 @@ fn chunk_partition(ns: &str) -> String {
 }
 
 /// The projection that reads only what says whether and where a key's value is chunked.
-pub(super) const GENERATION_PROJECTION: &str = "#sk, #g, #c";
-pub(super) fn generation_projection_names() -> HashMap<String, String> {
+const GENERATION_PROJECTION: &str = "#g, #c";
+fn generation_projection_names() -> HashMap<String, String> {
     HashMap::from([
-        ("#sk".to_string(), SK.to_string()),
         ("#g".to_string(), GENERATION.to_string()),
         ("#c".to_string(), COUNT.to_string()),
     ])
@@ -135,11 +134,11 @@ impl DynamoStore {
             ));
         }
         let mut chunks: HashMap<String, Vec<u8>> = HashMap::new();
-        for item in self.batch_get(generation.chunk_keys(ns), None).await? {
+        for mut item in self.batch_get(generation.chunk_keys(ns), None).await? {
             if let (Some(AttributeValue::S(sk)), Some(AttributeValue::B(b))) =
-                (item.get(SK), item.get(VALUE))
+                (item.remove(SK), item.remove(VALUE))
             {
-                chunks.insert(sk.clone(), b.as_ref().to_vec());
+                chunks.insert(sk, b.into_inner());
             }
         }
         let mut value = Vec::with_capacity(generation.count * CHUNK_BYTES);
@@ -163,10 +162,8 @@ impl DynamoStore {
         let mut writes = Vec::new();
         for generation in generations {
             for key in generation.chunk_keys(ns) {
-                match DeleteRequest::builder().set_key(Some(key)).build() {
-                    Ok(delete) => {
-                        writes.push(WriteRequest::builder().delete_request(delete).build())
-                    }
+                match delete_request(key) {
+                    Ok(delete) => writes.push(delete),
                     Err(e) => tracing::warn!(error = %e, "cannot build a chunk delete"),
                 }
             }
