@@ -33,13 +33,16 @@ wait_port() {
   return 1
 }
 
+# Runs a command as root: directly when we are root, else through sudo.
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
 apt_install() {
   if command -v apt-get >/dev/null; then
     log "installing $* (apt)"
-    local sudo=()
-    [ "$(id -u)" -eq 0 ] || sudo=(sudo DEBIAN_FRONTEND=noninteractive)
-    "${sudo[@]}" apt-get update -qq >/dev/null &&
-      DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "$@" >/dev/null
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null &&
+      as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
   else
     echo "error: please install: $*" >&2
     return 1
