@@ -60,9 +60,13 @@ pub fn redis_url() -> String {
     std::env::var("STRATUS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
+/// The AWS emulator (or the AWS endpoint) the tests talk to.
+pub fn aws_endpoint() -> String {
+    std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "http://127.0.0.1:5000".into())
+}
+
 pub fn dynamo_binding() -> String {
-    let endpoint =
-        std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "http://127.0.0.1:5000".into());
+    let endpoint = aws_endpoint();
     format!("kv=dynamo:table=stratus-e2e,region=us-east-1,endpoint={endpoint}")
 }
 

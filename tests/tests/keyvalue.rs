@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use stratus_tests::{Dev, Http, Relay, dynamo_binding, redis_url, wasm};
+use stratus_tests::{Dev, Http, Relay, aws_endpoint, dynamo_binding, redis_url, wasm};
 
 fn unique(prefix: &str) -> String {
     format!(
@@ -437,8 +437,7 @@ async fn a_redis_outage_is_a_guest_error_then_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dynamo_outage_is_a_guest_error_then_recovers() {
-    let endpoint =
-        std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "http://127.0.0.1:5000".into());
+    let endpoint = aws_endpoint();
     let target = endpoint.trim_start_matches("http://").trim_end_matches('/');
     outage("dynamo", target, |addr| {
         format!("kv=dynamo:table=stratus-e2e,region=us-east-1,endpoint=http://{addr}")

@@ -33,9 +33,13 @@ fn redis_url() -> String {
     std::env::var("STRATUS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
+/// The AWS emulator (or DynamoDB) the tests talk to.
+fn aws_endpoint() -> String {
+    std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "http://127.0.0.1:5000".into())
+}
+
 fn dynamo_spec() -> String {
-    let endpoint =
-        std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "http://127.0.0.1:5000".into());
+    let endpoint = aws_endpoint();
     format!("dynamo:table=stratus-conformance,region=us-east-1,endpoint={endpoint}")
 }
 
@@ -529,8 +533,7 @@ async fn a_redis_user_without_permission_gets_access_denied() {
 /// A DynamoDB table deleted under an open provider: the guest gets `no-such-store`.
 #[tokio::test]
 async fn a_dynamo_table_that_is_gone_is_no_such_store() {
-    let endpoint =
-        std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "http://127.0.0.1:5000".into());
+    let endpoint = aws_endpoint();
     let table = format!("stratus-gone-{}", uuid::Uuid::new_v4().simple());
     let kv = open(&format!(
         "dynamo:table={table},region=us-east-1,endpoint={endpoint}"
@@ -556,14 +559,18 @@ async fn a_dynamo_table_that_is_gone_is_no_such_store() {
 }
 
 /// An HTTP relay to the AWS emulator that loses the answer to the first conditional put:
-/// the put lands, and the client sees its connection close before any answer.
-async fn relay_losing_first_conditional_answer(target: String) -> std::net::SocketAddr {
+/// the put lands, and the client sees its connection close before any answer. The flag
+/// says whether it has lost one yet.
+async fn relay_losing_first_conditional_answer(
+    target: String,
+) -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicBool>) {
     use std::sync::atomic::{AtomicBool, Ordering};
     use tokio::io::{AsyncWriteExt, BufReader};
     use tokio::net::{TcpListener, TcpStream};
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let lost = Arc::new(AtomicBool::new(false));
+    let lost_any = lost.clone();
     tokio::spawn(async move {
         while let Ok((inbound, _)) = listener.accept().await {
             let (target, lost) = (target.clone(), lost.clone());
@@ -586,7 +593,7 @@ async fn relay_losing_first_conditional_answer(target: String) -> std::net::Sock
             });
         }
     });
-    addr
+    (addr, lost_any)
 }
 
 /// One HTTP/1.1 message with a `Content-Length` body, as the SDK and moto send them.
@@ -620,10 +627,9 @@ async fn read_http_message(
 /// against the put's own first attempt. That is a swap that happened, not a lost race.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dynamo_swap_whose_answer_was_lost_still_reports_the_swap() {
-    let endpoint =
-        std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "http://127.0.0.1:5000".into());
+    let endpoint = aws_endpoint();
     let target = endpoint.trim_start_matches("http://").trim_end_matches('/');
-    let relay = relay_losing_first_conditional_answer(target.to_string()).await;
+    let (relay, lost) = relay_losing_first_conditional_answer(target.to_string()).await;
     let kv = open(&format!(
         "dynamo:table=stratus-conformance,region=us-east-1,endpoint=http://{relay}"
     ))
@@ -635,6 +641,10 @@ async fn a_dynamo_swap_whose_answer_was_lost_still_reports_the_swap() {
     )
     .await
     .expect("the swap hung");
+    assert!(
+        lost.load(std::sync::atomic::Ordering::SeqCst),
+        "the relay never lost an answer, so nothing was retried"
+    );
     assert_eq!(kv.get(&ns, "k").await.unwrap().as_deref(), Some(&b"v1"[..]));
     assert!(swapped.unwrap(), "a swap that landed was reported as lost");
 }
