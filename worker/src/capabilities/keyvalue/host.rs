@@ -56,6 +56,25 @@ impl KvCtx {
             cas_bytes: 0,
         }
     }
+
+    /// Keeps a provider cursor for the rest of the invocation and numbers it for the
+    /// draft. Their number is capped like every other thing a guest can make the host
+    /// hold.
+    fn remember_cursor(&mut self, cursor: String) -> Result<u64, KvError> {
+        if self.cursors.len() >= MAX_DRAFT_CURSORS {
+            return Err(limit(format!(
+                "more than {MAX_DRAFT_CURSORS} list-keys pages in one invocation"
+            )));
+        }
+        self.cursors.push(cursor);
+        Ok(self.cursors.len() as u64)
+    }
+
+    /// The provider cursor the draft numbered `n`.
+    fn cursor(&self, n: u64) -> Option<&str> {
+        let i = usize::try_from(n).ok()?.checked_sub(1)?;
+        self.cursors.get(i).map(String::as_str)
+    }
 }
 
 pub struct KvView<'a> {
@@ -489,12 +508,8 @@ impl draft::store::HostBucket for KvView<'_> {
     ) -> HostResult<draft::store::KeyResponse, draft::store::Error> {
         let cursor = match cursor {
             None => None,
-            Some(n) => match usize::try_from(n)
-                .ok()
-                .and_then(|n| n.checked_sub(1))
-                .and_then(|i| self.ctx.cursors.get(i))
-            {
-                Some(c) => Some(c.clone()),
+            Some(n) => match self.ctx.cursor(n) {
+                Some(c) => Some(c.to_string()),
                 None => return Ok(Err(KvError::InvalidCursor.into())),
             },
         };
@@ -502,18 +517,10 @@ impl draft::store::HostBucket for KvView<'_> {
             Ok(page) => page,
             Err(e) => return Ok(Err(e.into())),
         };
-        // Each page's cursor is kept for the rest of the invocation, so their number is
-        // capped like every other thing a guest can make the host hold.
-        if page.cursor.is_some() && self.ctx.cursors.len() >= MAX_DRAFT_CURSORS {
-            return Ok(Err(KvError::Limit(format!(
-                "more than {MAX_DRAFT_CURSORS} list-keys pages in one invocation"
-            ))
-            .into()));
-        }
-        let cursor = page.cursor.map(|c| {
-            self.ctx.cursors.push(c);
-            self.ctx.cursors.len() as u64
-        });
+        let cursor = match page.cursor.map(|c| self.ctx.remember_cursor(c)).transpose() {
+            Ok(cursor) => cursor,
+            Err(e) => return Ok(Err(e.into())),
+        };
         Ok(Ok(draft::store::KeyResponse {
             keys: page.keys,
             cursor,
@@ -639,4 +646,40 @@ pub fn add_to_linker<T: Send + 'static>(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> KvCtx {
+        KvCtx::new(Arc::new(KvBindings::default()), "app".into())
+    }
+
+    #[test]
+    fn draft_cursors_number_from_one_and_resolve_back() {
+        let mut ctx = ctx();
+        assert_eq!(ctx.remember_cursor("a".into()).unwrap(), 1);
+        assert_eq!(ctx.remember_cursor("b".into()).unwrap(), 2);
+        assert_eq!(ctx.cursor(1), Some("a"));
+        assert_eq!(ctx.cursor(2), Some("b"));
+        assert_eq!(ctx.cursor(0), None);
+        assert_eq!(ctx.cursor(3), None);
+        assert_eq!(ctx.cursor(u64::MAX), None);
+    }
+
+    #[test]
+    fn draft_cursors_stop_at_the_cap_and_keep_the_ones_given_out() {
+        let mut ctx = ctx();
+        for i in 1..=MAX_DRAFT_CURSORS {
+            assert_eq!(ctx.remember_cursor(format!("k{i}")).unwrap(), i as u64);
+        }
+        let refused = ctx.remember_cursor("one too many".into()).unwrap_err();
+        assert!(matches!(refused, KvError::Limit(ref m) if m.contains("list-keys pages")));
+        assert_eq!(ctx.cursors.len(), MAX_DRAFT_CURSORS);
+        assert_eq!(
+            ctx.cursor(MAX_DRAFT_CURSORS as u64),
+            Some(format!("k{MAX_DRAFT_CURSORS}").as_str())
+        );
+    }
 }
