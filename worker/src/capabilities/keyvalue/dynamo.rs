@@ -29,6 +29,10 @@ const VALUE: &str = "v";
 const WRITE_TOKEN: &str = "w";
 const BATCH_GET_MAX: usize = 100;
 const BATCH_WRITE_MAX: usize = 25;
+/// Value bytes one batch request carries at most. DynamoDB would take 16 MB, but every
+/// request has to arrive within the SDK's attempt timeout: a 4 MiB value goes out as
+/// several requests of 1 MiB (1.4 MB as JSON) rather than one of 5.6 MB.
+const BATCH_REQUEST_BYTES: usize = 1 << 20;
 /// How often a read starts again when writers keep replacing a chunked value under it.
 const READ_ATTEMPTS: u32 = 8;
 
@@ -141,6 +145,58 @@ fn delete_request(key: Item) -> Result<WriteRequest, KvError> {
         .build()
         .map_err(build_err)?;
     Ok(WriteRequest::builder().delete_request(delete).build())
+}
+
+/// Splits `items` into runs in order, each of at most `max_count` items and, unless a
+/// single item is larger, `max_bytes` bytes.
+fn batches<T>(
+    mut items: &[T],
+    max_count: usize,
+    max_bytes: usize,
+    size: impl Fn(&T) -> usize,
+) -> Vec<&[T]> {
+    let mut runs = Vec::new();
+    while !items.is_empty() {
+        let mut bytes = 0;
+        let len = items
+            .iter()
+            .take(max_count.max(1))
+            .enumerate()
+            .take_while(|(i, item)| {
+                bytes += size(item);
+                *i == 0 || bytes <= max_bytes
+            })
+            .count();
+        let Some((run, rest)) = items.split_at_checked(len) else {
+            break;
+        };
+        runs.push(run);
+        items = rest;
+    }
+    runs
+}
+
+/// How a batch write is split into requests.
+fn write_batches(writes: &[WriteRequest]) -> Vec<&[WriteRequest]> {
+    batches(writes, BATCH_WRITE_MAX, BATCH_REQUEST_BYTES, write_bytes)
+}
+
+/// The value bytes a write carries: what decides its share of a request's size.
+fn write_bytes(write: &WriteRequest) -> usize {
+    let Some(put) = write.put_request() else {
+        return 0;
+    };
+    put.item()
+        .iter()
+        .map(|(name, value)| {
+            name.len()
+                + match value {
+                    AttributeValue::B(b) => b.as_ref().len(),
+                    AttributeValue::S(s) | AttributeValue::N(s) => s.len(),
+                    _ => 0,
+                }
+        })
+        .sum()
 }
 
 fn key_item(ns: &str, key: &str) -> Item {
@@ -420,7 +476,11 @@ impl KeyValue for DynamoStore {
     async fn get_many(&self, ns: &str, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, KvError> {
         let unique = dedup_last(keys.iter().map(|k| (k.clone(), ())));
         let items = self
-            .batch_get(unique.iter().map(|(k, ())| key_item(ns, k)).collect(), None)
+            .batch_get(
+                unique.iter().map(|(k, ())| key_item(ns, k)).collect(),
+                None,
+                BATCH_GET_MAX,
+            )
             .await?;
         let mut found: HashMap<String, Vec<u8>> = HashMap::new();
         for mut item in items {
@@ -548,15 +608,17 @@ impl DynamoStore {
         })
     }
 
-    /// Reads items by key in batches of what DynamoDB allows, retrying the keys it
-    /// leaves unprocessed (throttling, or over 16 MB in one response).
+    /// Reads items by key, `per_request` keys at a time (at most what DynamoDB allows),
+    /// retrying the keys it leaves unprocessed (throttling, or over 16 MB in one
+    /// response).
     async fn batch_get(
         &self,
         keys: Vec<Item>,
         projection: Option<(&str, HashMap<String, String>)>,
+        per_request: usize,
     ) -> Result<Vec<Item>, KvError> {
         let mut found = Vec::with_capacity(keys.len());
-        for chunk in keys.chunks(BATCH_GET_MAX) {
+        for chunk in keys.chunks(per_request.clamp(1, BATCH_GET_MAX)) {
             let mut request = KeysAndAttributes::builder()
                 .consistent_read(true)
                 .set_keys(Some(chunk.to_vec()));
@@ -588,8 +650,10 @@ impl DynamoStore {
         Ok(found)
     }
 
+    /// Writes in batches of at most what DynamoDB allows and [`BATCH_REQUEST_BYTES`],
+    /// retrying the writes it leaves unprocessed.
     async fn batch_write(&self, writes: Vec<WriteRequest>) -> Result<(), KvError> {
-        for chunk in writes.chunks(BATCH_WRITE_MAX) {
+        for chunk in write_batches(&writes) {
             let mut pending = Some(HashMap::from([(self.table.clone(), chunk.to_vec())]));
             let mut attempt = 0;
             while let Some(items) = pending.take().filter(|m| !m.is_empty()) {
@@ -605,5 +669,49 @@ impl DynamoStore {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_keep_order_and_respect_count_and_bytes() {
+        let sizes = [1, 2, 3, 4, 5, 6, 7];
+        // By count only.
+        let runs = batches(&sizes, 3, usize::MAX, |n| *n);
+        assert_eq!(runs, [&[1, 2, 3][..], &[4, 5, 6], &[7]]);
+        // By bytes: 1+2+3 = 6 fits in 6, 4 would overflow it.
+        let runs = batches(&sizes, 25, 6, |n| *n);
+        assert_eq!(runs, [&[1, 2, 3][..], &[4], &[5], &[6], &[7]]);
+        assert!(batches(&[] as &[usize], 25, 6, |n| *n).is_empty());
+    }
+
+    #[test]
+    fn an_item_larger_than_the_budget_goes_alone() {
+        let runs = batches(&[1, 10, 1, 1], 25, 4, |n| *n);
+        assert_eq!(runs, [&[1][..], &[10], &[1, 1]]);
+    }
+
+    #[test]
+    fn a_4_mib_value_goes_out_in_requests_of_at_most_1_mib() {
+        let value = vec![7u8; 4 << 20];
+        let writes: Vec<WriteRequest> = value
+            .chunks(CHUNK_BYTES)
+            .enumerate()
+            .map(|(i, chunk)| {
+                let mut item = key_item("#chunks:app/b", &format!("g/{i}"));
+                item.insert(VALUE.to_string(), AttributeValue::B(Blob::new(chunk)));
+                put_request(item).unwrap()
+            })
+            .collect();
+        let runs = write_batches(&writes);
+        assert_eq!(runs.iter().map(|r| r.len()).sum::<usize>(), writes.len());
+        assert!(runs.len() > 1);
+        for run in &runs {
+            let bytes: usize = run.iter().map(write_bytes).sum();
+            assert!(bytes <= BATCH_REQUEST_BYTES, "{bytes} bytes in one request");
+        }
     }
 }

@@ -29,7 +29,10 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use super::{DynamoStore, Item, NAME, PK, SK, VALUE, delete_request, put_request};
+use super::{
+    BATCH_GET_MAX, BATCH_REQUEST_BYTES, DynamoStore, Item, NAME, PK, SK, VALUE, delete_request,
+    put_request,
+};
 use crate::capabilities::keyvalue::KvError;
 use crate::capabilities::keyvalue::limits::MAX_VALUE_BYTES;
 
@@ -134,7 +137,9 @@ impl DynamoStore {
             ));
         }
         let mut chunks: HashMap<String, Vec<u8>> = HashMap::new();
-        for mut item in self.batch_get(generation.chunk_keys(ns), None).await? {
+        let keys = generation.chunk_keys(ns);
+        let per_request = BATCH_REQUEST_BYTES / CHUNK_BYTES;
+        for mut item in self.batch_get(keys, None, per_request).await? {
             if let (Some(AttributeValue::S(sk)), Some(AttributeValue::B(b))) =
                 (item.remove(SK), item.remove(VALUE))
             {
@@ -188,6 +193,7 @@ impl DynamoStore {
             .batch_get(
                 keys,
                 Some((GENERATION_PROJECTION, generation_projection_names())),
+                BATCH_GET_MAX,
             )
             .await?;
         Ok(items.iter().filter_map(Generation::of).collect())
