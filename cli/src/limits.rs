@@ -17,6 +17,9 @@ pub struct LimitArgs {
     /// Invocations running at once; more wait for a slot.
     #[arg(long, default_value_t = 64)]
     pub max_concurrency: u32,
+    /// Largest request body a function accepts, in MiB; a larger one gets 413.
+    #[arg(long, default_value_t = 16)]
+    pub max_request_mb: u64,
 }
 
 impl LimitArgs {
@@ -30,6 +33,7 @@ impl LimitArgs {
             max_memory_bytes: self.max_memory_mb << 20,
             timeout: self.timeout(),
             max_concurrency: self.max_concurrency,
+            max_request_bytes: self.max_request_mb.saturating_mul(1 << 20),
             cache_dir: Some(cache_dir),
             ..RuntimeConfig::default()
         }

@@ -212,3 +212,20 @@ async fn head_requests_are_answered_and_the_worker_keeps_serving() {
     assert!(r.body.is_empty());
     still_serves(&mut dev, &http).await;
 }
+
+#[tokio::test]
+async fn a_request_body_over_the_limit_gets_413_and_the_worker_keeps_serving() {
+    let mut dev = Dev::start(&wasm("hostile"), &["--max-request-mb", "1"]);
+    let http = Http::default();
+    let url = format!("{}/length", dev.url);
+    let r = http.send("POST", &url, vec![b'x'; 1 << 20]).await.unwrap();
+    assert_eq!((r.status, r.text()), (200, format!("{}\n", 1 << 20)));
+    // Refused before the body is read: the worker reads and drops what the client still
+    // sends rather than resetting the connection, which could lose the 413 on its way.
+    for size in [(1 << 20) + 1, 8 << 20, 8 << 20, 32 << 20] {
+        let r = http.send("POST", &url, vec![b'x'; size]).await.unwrap();
+        assert_eq!(r.status, 413, "{}", r.text());
+        assert!(r.text().contains("1048576-byte limit"), "{}", r.text());
+        still_serves(&mut dev, &http).await;
+    }
+}

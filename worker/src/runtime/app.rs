@@ -2,6 +2,7 @@
 //! invocation path that runs one HTTP request in a fresh instance.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
 use std::time::Instant;
 
@@ -17,6 +18,7 @@ use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use super::body::{GuardedBody, GuestRun};
+use super::request_body::LimitedBody;
 use super::spare::{Spare, SpareSlot};
 use super::state::{InvocationState, OutboundHttp, shared_config};
 use super::stdio::CapturedOutput;
@@ -54,6 +56,8 @@ pub enum InvocationError {
     Overloaded,
     #[error("malformed request: {0}")]
     BadRequest(String),
+    #[error("the request body is larger than the {0}-byte limit")]
+    RequestTooLarge(u64),
     #[error("no function is deployed at this path")]
     NoRoute,
 }
@@ -64,6 +68,7 @@ impl InvocationError {
             InvocationError::Timeout(_) => http::StatusCode::GATEWAY_TIMEOUT,
             InvocationError::Overloaded => http::StatusCode::SERVICE_UNAVAILABLE,
             InvocationError::BadRequest(_) => http::StatusCode::BAD_REQUEST,
+            InvocationError::RequestTooLarge(_) => http::StatusCode::PAYLOAD_TOO_LARGE,
             InvocationError::NoRoute => http::StatusCode::NOT_FOUND,
             _ => http::StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -80,7 +85,9 @@ impl InvocationError {
             }
             InvocationError::Guest(_) => "the function failed".into(),
             InvocationError::Host(_) => "the worker failed to run the function".into(),
-            InvocationError::Overloaded | InvocationError::NoRoute => self.to_string(),
+            InvocationError::Overloaded
+            | InvocationError::NoRoute
+            | InvocationError::RequestTooLarge(_) => self.to_string(),
             InvocationError::BadRequest(_) => "malformed request".into(),
         }
     }
@@ -97,6 +104,14 @@ impl InvocationError {
             http::header::CONTENT_TYPE,
             http::HeaderValue::from_static("text/plain; charset=utf-8"),
         );
+        if let InvocationError::RequestTooLarge(_) = self {
+            // The client may still be sending the rest of the body; this connection
+            // cannot carry another request.
+            resp.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+        }
         resp
     }
 }
@@ -234,7 +249,7 @@ impl App {
             Ok(resp) => resp,
             Err(e) => {
                 match &e {
-                    InvocationError::BadRequest(_) => {
+                    InvocationError::BadRequest(_) | InvocationError::RequestTooLarge(_) => {
                         tracing::debug!(app = %self.name, %invocation, error = %e, "bad request")
                     }
                     _ => {
@@ -256,6 +271,10 @@ impl App {
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
         let timeout = self.runtime.config().timeout;
+        let max_request_bytes = self.runtime.config().max_request_bytes;
+        if req.body().size_hint().lower() > max_request_bytes {
+            return Err(InvocationError::RequestTooLarge(max_request_bytes));
+        }
         let permit = self.runtime.acquire_slot(timeout).await?;
         // Under load, yield once before instantiating: tokio puts the task at the back
         // of its queue and wakes an idle worker thread, which spreads the connections
@@ -270,12 +289,23 @@ impl App {
         };
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let host = |e: wasmtime::Error| InvocationError::Host(format!("{e:#}"));
+        // A bodiless request (most GETs) needs no limit, and costs no flag.
+        let mut cut = None;
+        let req = if req.body().is_end_stream() {
+            store
+                .data_mut()
+                .http()
+                .new_incoming_request(Scheme::Http, req)
+        } else {
+            let flag = cut.insert(Arc::new(AtomicBool::new(false))).clone();
+            let req = req.map(|body| LimitedBody::new(body, max_request_bytes, flag));
+            store
+                .data_mut()
+                .http()
+                .new_incoming_request(Scheme::Http, req)
+        };
         // Fails only on what the client sent (e.g. no usable Host header).
-        let req = store
-            .data_mut()
-            .http()
-            .new_incoming_request(Scheme::Http, req)
-            .map_err(|e| InvocationError::BadRequest(format!("{e:#}")))?;
+        let req = req.map_err(|e| InvocationError::BadRequest(format!("{e:#}")))?;
         let out = store
             .data_mut()
             .http()
@@ -332,6 +362,18 @@ impl App {
             },
         })
         .await;
+        // A guest that failed after its request body was cut off failed because of it
+        // (typically unwrapping the read): the client learns why.
+        let cut_off = cut.is_some_and(|cut| cut.load(Ordering::Relaxed));
+        let too_large = |e: InvocationError| match e {
+            InvocationError::Trap(_) | InvocationError::NoResponse | InvocationError::Guest(_)
+                if cut_off =>
+            {
+                tracing::debug!(app = %self.name, %invocation, error = %e, "the function failed on a request body over the limit");
+                InvocationError::RequestTooLarge(max_request_bytes)
+            }
+            _ => e,
+        };
         match step {
             Step::Head(Ok(resp)) => {
                 Ok(resp.map(|body| GuardedBody::running(body, run).boxed_unsync()))
@@ -339,14 +381,16 @@ impl App {
             Step::Head(Err(code)) => {
                 // Let the guest finish (and its logs ship) without holding the client.
                 tokio::spawn(run);
-                Err(InvocationError::Guest(code))
+                Err(too_large(InvocationError::Guest(code)))
             }
             Step::Finished(outcome) => match receiver.try_recv() {
                 Ok(Ok(resp)) => Ok(
                     resp.map(|body| GuardedBody::finished(body, outcome.is_ok()).boxed_unsync())
                 ),
-                Ok(Err(code)) => Err(InvocationError::Guest(code)),
-                Err(_) => Err(outcome.err().unwrap_or(InvocationError::NoResponse)),
+                Ok(Err(code)) => Err(too_large(InvocationError::Guest(code))),
+                Err(_) => Err(too_large(
+                    outcome.err().unwrap_or(InvocationError::NoResponse),
+                )),
             },
         }
     }

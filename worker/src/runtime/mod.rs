@@ -9,6 +9,7 @@ mod body;
 mod cache;
 mod engine;
 mod imports;
+mod request_body;
 mod spare;
 mod state;
 mod stdio;
@@ -39,6 +40,10 @@ pub struct RuntimeConfig {
     /// Instances made ahead of requests, at most one per app, while the worker is idle
     /// (`0` = none). They have pool slots of their own, outside `max_concurrency`.
     pub spare_instances: u32,
+    /// Largest HTTP request body a function is given. A larger declared length is
+    /// refused with 413 before any instance is made; a larger streamed body is cut off
+    /// with wasi-http's `HTTP-request-body-size` error.
+    pub max_request_bytes: u64,
 }
 
 impl Default for RuntimeConfig {
@@ -50,6 +55,7 @@ impl Default for RuntimeConfig {
             cache_dir: None,
             max_log_bytes: 64 << 10,
             spare_instances: 16,
+            max_request_bytes: 16 << 20,
         }
     }
 }

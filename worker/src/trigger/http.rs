@@ -96,13 +96,15 @@ async fn serve_connection(
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .keep_alive(true)
-        .serve_connection(io, service);
+        .serve_connection(io, service)
+        .without_shutdown();
     let mut connection = std::pin::pin!(connection);
     // Instances finished during a poll are torn down after it, once hyper has written
     // their responses.
     let served =
         std::future::poll_fn(|cx| poll_deferring_teardown(|| connection.as_mut().poll(cx))).await;
-    if let Err(e) = served {
-        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    match served {
+        Ok(parts) => super::linger::close(parts.io.into_inner()).await,
+        Err(e) => tracing::debug!(%peer, error = %e, "connection ended with an error"),
     }
 }

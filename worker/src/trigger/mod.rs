@@ -2,5 +2,6 @@
 
 pub mod coalesce;
 pub mod http;
+mod linger;
 pub mod routes;
 mod stall;

@@ -3,14 +3,16 @@
 //! `/ok` answers normally; `/loop`, `/oom`, `/recurse`, `/trap-mid-body`, `/flood` and
 //! `/echo` and `/big` (a 64 MiB response) each do what their names say. `/count` answers
 //! how many requests this instance has served: always 1 where every request gets a
-//! fresh instance.
+//! fresh instance. `/length` reads the whole request body and answers its length, or
+//! fails with the HTTP error code its read failed with.
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use guest_http::respond;
 use wasip2::http::types::{
-    Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
+    ErrorCode, Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
+    http_error_code,
 };
 use wasip2::io::streams::StreamError;
 
@@ -55,6 +57,29 @@ fn echo(request: IncomingRequest, out: ResponseOutparam) {
     let _ = OutgoingBody::finish(out_body, None);
 }
 
+/// Reads the whole request body before answering, as a handler that parses it would.
+fn length(request: IncomingRequest, out: ResponseOutparam) {
+    let fail = |out, code| ResponseOutparam::set(out, Err(code));
+    let Ok(body) = request.consume() else {
+        return fail(out, ErrorCode::InternalError(None));
+    };
+    let Ok(reader) = body.stream() else {
+        return fail(out, ErrorCode::InternalError(None));
+    };
+    let mut length = 0usize;
+    loop {
+        match reader.blocking_read(64 * 1024) {
+            Ok(chunk) => length += chunk.len(),
+            Err(StreamError::Closed) => break,
+            Err(StreamError::LastOperationFailed(e)) => {
+                let code = http_error_code(&e).unwrap_or(ErrorCode::InternalError(None));
+                return fail(out, code);
+            }
+        }
+    }
+    respond(out, 200, format!("{length}\n").as_bytes());
+}
+
 impl wasip2::exports::http::incoming_handler::Guest for Hostile {
     fn handle(request: IncomingRequest, out: ResponseOutparam) {
         let path = request.path_with_query().unwrap_or_default();
@@ -94,6 +119,7 @@ impl wasip2::exports::http::incoming_handler::Guest for Hostile {
                 respond(out, 200, b"flooded\n");
             }
             "/echo" => echo(request, out),
+            "/length" => length(request, out),
             "/count" => {
                 let served = SERVED.fetch_add(1, Ordering::Relaxed) + 1;
                 respond(out, 200, format!("{served}\n").as_bytes());
