@@ -229,3 +229,20 @@ async fn a_request_body_over_the_limit_gets_413_and_the_worker_keeps_serving() {
         still_serves(&mut dev, &http).await;
     }
 }
+
+#[tokio::test]
+async fn a_guest_cannot_open_sockets_around_its_bindings() {
+    let mut dev = hostile();
+    let http = Http::default();
+    // Redis listens on 127.0.0.1:6379 here: only a binding may reach it.
+    for path in ["/connect", "/listen"] {
+        let r = http.get(&format!("{}{path}", dev.url)).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(
+            r.text().contains("PermissionDenied"),
+            "{path} was not denied: {}",
+            r.text()
+        );
+    }
+    still_serves(&mut dev, &http).await;
+}

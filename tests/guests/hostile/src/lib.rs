@@ -4,7 +4,9 @@
 //! `/echo` and `/big` (a 64 MiB response) each do what their names say. `/count` answers
 //! how many requests this instance has served: always 1 where every request gets a
 //! fresh instance. `/length` reads the whole request body and answers its length, or
-//! fails with the HTTP error code its read failed with.
+//! fails with the HTTP error code its read failed with. `/connect` (to Redis on
+//! 127.0.0.1:6379) and `/listen` try to go around the worker's capabilities with raw
+//! sockets, and answer with the error they got.
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -120,6 +122,14 @@ impl wasip2::exports::http::incoming_handler::Guest for Hostile {
             }
             "/echo" => echo(request, out),
             "/length" => length(request, out),
+            "/connect" => {
+                let outcome = std::net::TcpStream::connect("127.0.0.1:6379").map(drop);
+                respond(out, 200, format!("{outcome:?}").as_bytes());
+            }
+            "/listen" => {
+                let outcome = std::net::TcpListener::bind("127.0.0.1:0").map(drop);
+                respond(out, 200, format!("{outcome:?}").as_bytes());
+            }
             "/count" => {
                 let served = SERVED.fetch_add(1, Ordering::Relaxed) + 1;
                 respond(out, 200, format!("{served}\n").as_bytes());
