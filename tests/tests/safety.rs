@@ -246,3 +246,19 @@ async fn a_guest_cannot_open_sockets_around_its_bindings() {
     }
     still_serves(&mut dev, &http).await;
 }
+
+#[tokio::test]
+async fn a_guest_sees_no_host_files_and_no_host_environment() {
+    let mut dev = hostile();
+    let http = Http::default();
+    let file = http.get(&format!("{}/file", dev.url)).await;
+    assert!(
+        file.text().starts_with("Err("),
+        "read a host file: {}",
+        file.text()
+    );
+    // The worker's environment holds credentials (AWS_*, database URLs).
+    let env = http.get(&format!("{}/env", dev.url)).await;
+    assert_eq!(env.text(), "[]", "the guest sees host variables");
+    still_serves(&mut dev, &http).await;
+}

@@ -6,7 +6,8 @@
 //! fresh instance. `/length` reads the whole request body and answers its length, or
 //! fails with the HTTP error code its read failed with. `/connect` (to Redis on
 //! 127.0.0.1:6379) and `/listen` try to go around the worker's capabilities with raw
-//! sockets, and answer with the error they got.
+//! sockets, and answer with the error they got. `/file` tries to read a host file and
+//! `/env` lists the environment variables the guest sees.
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -125,6 +126,15 @@ impl wasip2::exports::http::incoming_handler::Guest for Hostile {
             "/connect" => {
                 let outcome = std::net::TcpStream::connect("127.0.0.1:6379").map(drop);
                 respond(out, 200, format!("{outcome:?}").as_bytes());
+            }
+            "/file" => {
+                let outcome = std::fs::read_to_string("/etc/hostname")
+                    .or_else(|_| std::fs::read_to_string("etc/hostname"));
+                respond(out, 200, format!("{outcome:?}").as_bytes());
+            }
+            "/env" => {
+                let names: Vec<String> = std::env::vars().map(|(name, _)| name).collect();
+                respond(out, 200, format!("{names:?}").as_bytes());
             }
             "/listen" => {
                 let outcome = std::net::TcpListener::bind("127.0.0.1:0").map(drop);
