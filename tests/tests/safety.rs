@@ -262,3 +262,31 @@ async fn a_guest_sees_no_host_files_and_no_host_environment() {
     assert_eq!(env.text(), "[]", "the guest sees host variables");
     still_serves(&mut dev, &http).await;
 }
+
+#[tokio::test]
+async fn what_a_guest_makes_the_host_hold_is_bounded() {
+    // A deadline long enough for the hoarding to meet the host's limits.
+    let mut dev = Dev::start(&wasm("hostile"), &["--timeout-ms", "20000"]);
+    let http = Http::default();
+    still_serves(&mut dev, &http).await;
+    let before = dev.peak_rss();
+    // All at once: the worker's peak grows by their sum.
+    let mut hoards = Vec::new();
+    // Header maps that fit the host's per-map limit, maps over it, and bodies.
+    for path in ["/fields?60", "/fields?120", "/bodies"] {
+        let url = format!("{}{path}", dev.url);
+        hoards.push(tokio::spawn(async move { Http::default().get(&url).await }));
+    }
+    for hoard in hoards {
+        let r = hoard.await.unwrap();
+        // Refused at the limit, the guest traps (500) or sees the error and answers.
+        assert!([200, 500].contains(&r.status), "{}: {}", r.status, r.text());
+    }
+    let grown = dev.peak_rss().saturating_sub(before);
+    assert!(
+        grown < 256 << 20,
+        "three hoarding invocations grew the worker by {} MiB",
+        grown >> 20
+    );
+    still_serves(&mut dev, &http).await;
+}

@@ -18,9 +18,10 @@ use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use super::body::{GuardedBody, GuestRun};
+use super::host_memory::{MAX_FIELDS_BYTES, MAX_RESOURCES};
 use super::request_body::LimitedBody;
 use super::spare::{Spare, SpareSlot};
-use super::state::{InvocationState, OutboundHttp, shared_config};
+use super::state::{HttpHooks, InvocationState, shared_config};
 use super::stdio::CapturedOutput;
 use super::{LoadError, Runtime};
 use crate::capabilities::Capabilities;
@@ -34,10 +35,6 @@ enum Step {
     Head(Result<hyper::Response<HyperOutgoingBody>, ErrorCode>),
     Finished(Result<(), InvocationError>),
 }
-
-/// Live resources (streams, fields, buckets, …) one invocation may hold; a plain HTTP
-/// handler needs a few dozen.
-const MAX_RESOURCES: usize = 10_000;
 
 /// Why an invocation produced no guest response.
 #[derive(Debug, thiserror::Error)]
@@ -214,10 +211,12 @@ impl App {
             .tables(64)
             .memories(8)
             .build();
+        let mut http = WasiHttpCtx::new();
+        http.set_field_size_limit(MAX_FIELDS_BYTES);
         let mut state = InvocationState {
             wasi,
-            http: WasiHttpCtx::new(),
-            hooks: OutboundHttp,
+            http,
+            hooks: HttpHooks,
             table: Default::default(),
             kv: KvCtx::new(self.capabilities.kv.clone(), self.name.clone()),
             config: shared_config(&self.capabilities.config),

@@ -8,6 +8,7 @@ mod app;
 mod body;
 mod cache;
 mod engine;
+mod host_memory;
 mod imports;
 mod request_body;
 mod spare;

@@ -8,6 +8,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
+use super::host_memory::BODY_CHUNK_BYTES;
 use super::stdio::CapturedOutput;
 use crate::capabilities::config::{ConfigValues, ConfigView};
 use crate::capabilities::keyvalue::host::{KvCtx, KvView};
@@ -15,7 +16,7 @@ use crate::capabilities::keyvalue::host::{KvCtx, KvView};
 pub struct InvocationState {
     pub(super) wasi: WasiCtx,
     pub(super) http: WasiHttpCtx,
-    pub(super) hooks: OutboundHttp,
+    pub(super) hooks: HttpHooks,
     pub(super) table: ResourceTable,
     pub(super) kv: KvCtx,
     pub(super) config: ConfigValues,
@@ -58,11 +59,16 @@ impl WasiHttpView for InvocationState {
     }
 }
 
-/// Outbound HTTP is its own capability with an allow-list (a later issue); until then
-/// every outgoing request is refused with `HTTP-request-denied`.
-pub struct OutboundHttp;
+/// How wasi-http behaves for a guest. Outbound HTTP is its own capability with an
+/// allow-list (a later issue); until then every outgoing request is refused with
+/// `HTTP-request-denied`. Body writes are bounded (see `host_memory`).
+pub struct HttpHooks;
 
-impl WasiHttpHooks for OutboundHttp {
+impl WasiHttpHooks for HttpHooks {
+    fn p2_outgoing_body_chunk_size(&mut self) -> usize {
+        BODY_CHUNK_BYTES
+    }
+
     fn send_request(
         &mut self,
         _request: http::Request<wasmtime_wasi_http::WasiBody>,

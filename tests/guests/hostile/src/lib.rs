@@ -7,7 +7,9 @@
 //! fails with the HTTP error code its read failed with. `/connect` (to Redis on
 //! 127.0.0.1:6379) and `/listen` try to go around the worker's capabilities with raw
 //! sockets, and answer with the error they got. `/file` tries to read a host file and
-//! `/env` lists the environment variables the guest sees.
+//! `/env` lists the environment variables the guest sees. `/fields?KIB` and `/bodies`
+//! hoard what the host keeps for them (header maps of one KIB-KiB value, buffered body
+//! writes) until refused.
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -131,6 +133,30 @@ impl wasip2::exports::http::incoming_handler::Guest for Hostile {
                 let outcome = std::fs::read_to_string("/etc/hostname")
                     .or_else(|_| std::fs::read_to_string("etc/hostname"));
                 respond(out, 200, format!("{outcome:?}").as_bytes());
+            }
+            fields if fields.starts_with("/fields?") => {
+                // Header maps live in the host: hoard maps of one value of KiB each.
+                let kib: usize = fields["/fields?".len()..].parse().unwrap_or(1);
+                let value = vec![b'v'; kib * 1024];
+                let mut hoard = Vec::new();
+                while let Ok(fields) = Fields::from_list(&[("x".to_string(), value.clone())]) {
+                    hoard.push(fields);
+                }
+                respond(out, 200, format!("{}\n", hoard.len()).as_bytes());
+            }
+            "/bodies" => {
+                // Response bodies never sent, each holding as much written data as the
+                // host lets it buffer.
+                let mut hoard = Vec::new();
+                loop {
+                    let response = OutgoingResponse::new(Fields::new());
+                    let Ok(body) = response.body() else { break };
+                    let Ok(stream) = body.write() else { break };
+                    let permit = stream.check_write().unwrap_or(0).min(16 << 20);
+                    let _ = stream.write(&vec![b'b'; permit as usize]);
+                    hoard.push((response, body, stream));
+                }
+                respond(out, 200, format!("{}\n", hoard.len()).as_bytes());
             }
             "/env" => {
                 let names: Vec<String> = std::env::vars().map(|(name, _)| name).collect();
