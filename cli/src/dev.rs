@@ -19,7 +19,7 @@ Examples:
   fnctl dev app.wasm --bind kv=memory --bind kv.cache=redis --listen 127.0.0.1:3000
   fnctl dev app.wasm --bind kv=dynamo:table=my-table,region=eu-west-1
 
-Providers for kv: memory, embedded[:path=FILE], redis[:url=URL],
+Providers for kv: memory[:max_mb=N], embedded[:path=FILE], redis[:url=URL],
 dynamo[:table=NAME,region=REGION,endpoint=URL,create_table=true|false]")]
 pub struct DevArgs {
     /// The component to run (a `wasm32-wasip2` component exporting wasi:http).

@@ -195,7 +195,10 @@ pub const PROVIDERS: &str = "memory, embedded, redis, dynamo";
 /// A key-value binding's provider with its options checked, not yet connected.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KvProvider {
-    Memory,
+    Memory {
+        /// Bytes of namespaces, keys and values it holds at most.
+        capacity: usize,
+    },
     /// `None`: `kv.redb` in the worker's data directory.
     Embedded {
         path: Option<std::path::PathBuf>,
@@ -212,7 +215,17 @@ impl KvProvider {
     pub fn parse(spec: &ProviderSpec) -> Result<Self, BindingError> {
         let mut opts = spec.clone().into_options();
         let provider = match spec.provider.as_str() {
-            "memory" => Self::Memory,
+            "memory" => Self::Memory {
+                capacity: match opts.take("max_mb") {
+                    None => memory::DEFAULT_CAPACITY,
+                    Some(mb) => mb
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|mb| (1..=1 << 20).contains(mb))
+                        .map(|mb| mb << 20)
+                        .ok_or_else(|| opts.invalid("max_mb", "expected MiB from 1 to 1048576"))?,
+                },
+            },
             "embedded" => Self::Embedded {
                 path: opts.take("path").map(std::path::PathBuf::from),
             },
@@ -237,7 +250,7 @@ impl KvProvider {
     /// Connects (or opens) the provider.
     pub async fn open(self, data_dir: &std::path::Path) -> Result<Arc<dyn KeyValue>, KvError> {
         Ok(match self {
-            Self::Memory => Arc::new(MemoryStore::default()),
+            Self::Memory { capacity } => Arc::new(MemoryStore::with_capacity(capacity)),
             Self::Embedded { path } => Arc::new(EmbeddedStore::open(
                 &path.unwrap_or_else(|| data_dir.join("kv.redb")),
             )?),
@@ -277,5 +290,38 @@ impl KvBindings {
 
     pub fn resolve(&self, bucket: &str) -> Option<Arc<dyn KeyValue>> {
         self.buckets.get(bucket).or(self.default.as_ref()).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::binding::Binding;
+
+    fn parse(binding: &str) -> Result<KvProvider, BindingError> {
+        match binding.parse::<Binding>().unwrap() {
+            Binding::KeyValue { provider, .. } => KvProvider::parse(&provider),
+            Binding::Config { .. } => panic!("not a key-value binding"),
+        }
+    }
+
+    #[test]
+    fn a_memory_store_holds_what_its_binding_says() {
+        assert_eq!(
+            parse("kv=memory").unwrap(),
+            KvProvider::Memory {
+                capacity: memory::DEFAULT_CAPACITY
+            }
+        );
+        assert_eq!(
+            parse("kv=memory:max_mb=8").unwrap(),
+            KvProvider::Memory { capacity: 8 << 20 }
+        );
+        for bad in ["0", "-1", "lots", "1048577"] {
+            let refused = parse(&format!("kv=memory:max_mb={bad}")).unwrap_err();
+            assert!(refused.to_string().contains("max_mb"), "{refused}");
+        }
     }
 }
