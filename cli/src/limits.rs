@@ -20,6 +20,10 @@ pub struct LimitArgs {
     /// Largest request body a function accepts, in MiB; a larger one gets 413.
     #[arg(long, default_value_t = 16)]
     pub max_request_mb: u64,
+    /// CPU time one invocation may use, in milliseconds, measured in 5 ms ticks
+    /// (default: only the wall-clock deadline applies).
+    #[arg(long)]
+    pub max_cpu_ms: Option<u64>,
 }
 
 impl LimitArgs {
@@ -34,6 +38,7 @@ impl LimitArgs {
             timeout: self.timeout(),
             max_concurrency: self.max_concurrency,
             max_request_bytes: self.max_request_mb.saturating_mul(1 << 20),
+            max_cpu: self.max_cpu_ms.map(Duration::from_millis),
             cache_dir: Some(cache_dir),
             ..RuntimeConfig::default()
         }

@@ -290,3 +290,19 @@ async fn what_a_guest_makes_the_host_hold_is_bounded() {
     );
     still_serves(&mut dev, &http).await;
 }
+
+#[tokio::test]
+async fn a_cpu_time_limit_stops_a_spinning_guest_but_not_a_waiting_one() {
+    let mut dev = Dev::start(
+        &wasm("hostile"),
+        &["--max-cpu-ms", "200", "--timeout-ms", "20000"],
+    );
+    let http = Http::default();
+    let r = http.get(&format!("{}/loop", dev.url)).await;
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert!(r.text().contains("200ms of CPU time"), "{}", r.text());
+    // Three times the CPU limit in wall-clock time, spent waiting on a timer.
+    let r = http.get(&format!("{}/sleep", dev.url)).await;
+    assert_eq!((r.status, r.text().as_str()), (200, "slept\n"));
+    still_serves(&mut dev, &http).await;
+}

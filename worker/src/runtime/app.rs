@@ -18,6 +18,7 @@ use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use super::body::{GuardedBody, GuestRun};
+use super::cpu_time::{CpuBudget, CpuLimitExceeded};
 use super::host_memory::{MAX_FIELDS_BYTES, MAX_RESOURCES};
 use super::request_body::LimitedBody;
 use super::spare::{Spare, SpareSlot};
@@ -41,6 +42,8 @@ enum Step {
 pub enum InvocationError {
     #[error("the function exceeded its {0:?} deadline")]
     Timeout(std::time::Duration),
+    #[error("the function used more than its {0:?} of CPU time")]
+    CpuLimit(std::time::Duration),
     #[error("the function trapped: {0}")]
     Trap(String),
     #[error("the function returned without sending a response")]
@@ -83,6 +86,7 @@ impl InvocationError {
             InvocationError::Guest(_) => "the function failed".into(),
             InvocationError::Host(_) => "the worker failed to run the function".into(),
             InvocationError::Overloaded
+            | InvocationError::CpuLimit(_)
             | InvocationError::NoRoute
             | InvocationError::RequestTooLarge(_) => self.to_string(),
             InvocationError::BadRequest(_) => "malformed request".into(),
@@ -223,16 +227,18 @@ impl App {
             limits,
             stdout,
             stderr,
+            cpu: CpuBudget::new(config.max_cpu),
         };
         state.table.set_max_capacity(MAX_RESOURCES);
         let mut store = Store::new(self.runtime.engine(), state);
         store.limiter(|s| &mut s.limits);
-        // Yield to the scheduler at every epoch tick: a spinning guest shares its thread;
-        // the deadline itself is enforced by the timeout around the call. A new store's
+        // At every epoch tick that finds the guest running, count it against the CPU
+        // budget and yield to the scheduler: a spinning guest shares its thread; the
+        // wall-clock deadline is enforced by the timeout around the call. A new store's
         // deadline is epoch 0, already passed, so without setting it every guest would
         // yield on its first check: a self-wake that has tokio reschedule the task and
         // wake another worker thread, on every invocation.
-        store.epoch_deadline_async_yield_and_update(1);
+        store.epoch_deadline_callback(super::cpu_time::on_tick);
         store.set_epoch_deadline(1);
         store
     }
@@ -332,7 +338,10 @@ impl App {
             super::teardown::release(store, permit, app.clone());
             let outcome = match outcome {
                 Err(_) => Err(InvocationError::Timeout(timeout)),
-                Ok(Err(trap)) => Err(InvocationError::Trap(format!("{trap:#}"))),
+                Ok(Err(trap)) => Err(match trap.downcast_ref::<CpuLimitExceeded>() {
+                    Some(CpuLimitExceeded(limit)) => InvocationError::CpuLimit(*limit),
+                    None => InvocationError::Trap(format!("{trap:#}")),
+                }),
                 Ok(Ok(())) => Ok(()),
             };
             tracing::debug!(

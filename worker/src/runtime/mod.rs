@@ -7,6 +7,7 @@
 mod app;
 mod body;
 mod cache;
+mod cpu_time;
 mod engine;
 mod host_memory;
 mod imports;
@@ -45,6 +46,9 @@ pub struct RuntimeConfig {
     /// refused with 413 before any instance is made; a larger streamed body is cut off
     /// with wasi-http's `HTTP-request-body-size` error.
     pub max_request_bytes: u64,
+    /// CPU time one invocation may use, counted in epoch ticks that find the guest
+    /// running (`None`: only the wall-clock deadline applies).
+    pub max_cpu: Option<Duration>,
 }
 
 impl Default for RuntimeConfig {
@@ -57,6 +61,7 @@ impl Default for RuntimeConfig {
             max_log_bytes: 64 << 10,
             spare_instances: 16,
             max_request_bytes: 16 << 20,
+            max_cpu: None,
         }
     }
 }

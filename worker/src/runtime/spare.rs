@@ -39,6 +39,7 @@ impl SpareSlot {
             mut store, proxy, ..
         } = self.evict()?;
         store.set_epoch_deadline(1);
+        store.data_mut().cpu.restart();
         self.taken.fetch_add(1, Ordering::Relaxed);
         Some((store, proxy))
     }

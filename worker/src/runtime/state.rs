@@ -8,6 +8,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
+use super::cpu_time::CpuBudget;
 use super::host_memory::BODY_CHUNK_BYTES;
 use super::stdio::CapturedOutput;
 use crate::capabilities::config::{ConfigValues, ConfigView};
@@ -23,6 +24,7 @@ pub struct InvocationState {
     pub(super) limits: StoreLimits,
     pub(super) stdout: CapturedOutput,
     pub(super) stderr: CapturedOutput,
+    pub(super) cpu: CpuBudget,
 }
 
 impl InvocationState {

@@ -9,7 +9,7 @@
 //! sockets, and answer with the error they got. `/file` tries to read a host file and
 //! `/env` lists the environment variables the guest sees. `/fields?KIB` and `/bodies`
 //! hoard what the host keeps for them (header maps of one KIB-KiB value, buffered body
-//! writes) until refused.
+//! writes) until refused. `/sleep` waits 600 ms on a timer, using no CPU.
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -157,6 +157,10 @@ impl wasip2::exports::http::incoming_handler::Guest for Hostile {
                     hoard.push((response, body, stream));
                 }
                 respond(out, 200, format!("{}\n", hoard.len()).as_bytes());
+            }
+            "/sleep" => {
+                wasip2::clocks::monotonic_clock::subscribe_duration(600_000_000).block();
+                respond(out, 200, b"slept\n");
             }
             "/env" => {
                 let names: Vec<String> = std::env::vars().map(|(name, _)| name).collect();
