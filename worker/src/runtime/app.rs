@@ -296,18 +296,13 @@ impl App {
         let host = |e: wasmtime::Error| InvocationError::Host(format!("{e:#}"));
         // A bodiless request (most GETs) needs no limit, and costs no flag.
         let mut cut = None;
+        let mut http = store.data_mut().http();
         let req = if req.body().is_end_stream() {
-            store
-                .data_mut()
-                .http()
-                .new_incoming_request(Scheme::Http, req)
+            http.new_incoming_request(Scheme::Http, req)
         } else {
             let flag = cut.insert(Arc::new(AtomicBool::new(false))).clone();
             let req = req.map(|body| LimitedBody::new(body, max_request_bytes, flag));
-            store
-                .data_mut()
-                .http()
-                .new_incoming_request(Scheme::Http, req)
+            http.new_incoming_request(Scheme::Http, req)
         };
         // Fails only on what the client sent (e.g. no usable Host header).
         let req = req.map_err(|e| InvocationError::BadRequest(format!("{e:#}")))?;

@@ -19,7 +19,8 @@ use super::state::InvocationState;
 pub(super) struct CpuBudget {
     ticks: u64,
     limit_ticks: u64,
-    limit: Option<Duration>,
+    /// For the error message; `Duration::MAX` without a limit, which is never reached.
+    limit: Duration,
 }
 
 impl CpuBudget {
@@ -32,7 +33,7 @@ impl CpuBudget {
         Self {
             ticks: 0,
             limit_ticks,
-            limit,
+            limit: limit.unwrap_or(Duration::MAX),
         }
     }
 
@@ -63,8 +64,7 @@ pub(super) fn on_tick(
     if budget.spend_tick() {
         return Ok(UpdateDeadline::Yield(1));
     }
-    let limit = budget.limit.unwrap_or(Duration::MAX);
-    Err(CpuLimitExceeded(limit).into())
+    Err(CpuLimitExceeded(budget.limit).into())
 }
 
 #[cfg(test)]

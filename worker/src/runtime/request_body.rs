@@ -18,8 +18,7 @@ pin_project_lite::pin_project! {
     pub(super) struct LimitedBody<B> {
         #[pin]
         inner: B,
-        // Bytes the client may still send.
-        remaining: u64,
+        limit: u64,
         received: u64,
         // Set when the body was cut off, for the invocation to answer 413.
         cut: Arc<AtomicBool>,
@@ -30,7 +29,7 @@ impl<B> LimitedBody<B> {
     pub fn new(inner: B, limit: u64, cut: Arc<AtomicBool>) -> Self {
         Self {
             inner,
-            remaining: limit,
+            limit,
             received: 0,
             cut,
         }
@@ -59,16 +58,10 @@ where
             None => return Poll::Ready(None),
         };
         if let Some(data) = frame.data_ref() {
-            let len = data.len() as u64;
-            *this.received = this.received.saturating_add(len);
-            match this.remaining.checked_sub(len) {
-                Some(left) => *this.remaining = left,
-                None => {
-                    this.cut.store(true, Ordering::Relaxed);
-                    return Poll::Ready(Some(Err(Error::HttpRequestBodySize(Some(
-                        *this.received,
-                    )))));
-                }
+            *this.received = this.received.saturating_add(data.len() as u64);
+            if *this.received > *this.limit {
+                this.cut.store(true, Ordering::Relaxed);
+                return Poll::Ready(Some(Err(Error::HttpRequestBodySize(Some(*this.received)))));
             }
         }
         Poll::Ready(Some(Ok(frame)))

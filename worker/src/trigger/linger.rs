@@ -56,9 +56,16 @@ mod tests {
         // The server's side is shut: the client reads EOF, yet can still send.
         let mut buf = [0u8; 8];
         assert_eq!(client.read(&mut buf).await.unwrap(), 0);
-        client.write_all(&[1u8; 4096]).await.unwrap();
+        // More than the pipe holds: only a server that reads lets this write finish.
+        let written = tokio::time::timeout(Duration::from_secs(2), client.write_all(&[1u8; 4096]));
+        written.await.expect("the server stopped reading").unwrap();
         drop(client);
-        closing.await.unwrap();
+        // Well before the linger time: the client's EOF ends it.
+        let closed = tokio::time::timeout(LINGER_TIME / 2, closing);
+        closed
+            .await
+            .expect("the server waited out the linger time")
+            .unwrap();
     }
 
     #[tokio::test]
