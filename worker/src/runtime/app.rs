@@ -42,8 +42,8 @@ enum Step {
 pub enum InvocationError {
     #[error("the function exceeded its {0:?} deadline")]
     Timeout(std::time::Duration),
-    #[error("the function used more than its {0:?} of CPU time")]
-    CpuLimit(std::time::Duration),
+    #[error(transparent)]
+    CpuLimit(CpuLimitExceeded),
     #[error("the function trapped: {0}")]
     Trap(String),
     #[error("the function returned without sending a response")]
@@ -334,7 +334,7 @@ impl App {
             let outcome = match outcome {
                 Err(_) => Err(InvocationError::Timeout(timeout)),
                 Ok(Err(trap)) => Err(match trap.downcast_ref::<CpuLimitExceeded>() {
-                    Some(CpuLimitExceeded(limit)) => InvocationError::CpuLimit(*limit),
+                    Some(&exceeded) => InvocationError::CpuLimit(exceeded),
                     None => InvocationError::Trap(format!("{trap:#}")),
                 }),
                 Ok(Ok(())) => Ok(()),

@@ -51,7 +51,7 @@ impl CpuBudget {
 }
 
 /// The trap of an invocation over its CPU time limit.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, Copy, thiserror::Error)]
 #[error("the function used more than its {0:?} of CPU time")]
 pub struct CpuLimitExceeded(pub Duration);
 

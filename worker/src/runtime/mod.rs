@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use self::app::{App, InvocationError};
+pub use self::cpu_time::CpuLimitExceeded;
 pub use self::imports::{LoadError, check_imports};
 pub use self::teardown::poll_deferring_teardown;
 
