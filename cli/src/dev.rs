@@ -34,7 +34,7 @@ pub struct DevArgs {
     #[arg(long)]
     app: Option<String>,
     #[command(flatten)]
-    limits: crate::limits::LimitArgs,
+    limits: stratus_worker::limits::LimitArgs,
     /// Directory for embedded stores and the compiled-component cache.
     #[arg(long)]
     data_dir: Option<PathBuf>,

@@ -3,11 +3,11 @@
 mod client;
 mod config;
 mod dev;
-mod limits;
-mod local_worker;
 mod manage;
 mod output;
+mod rollout;
 mod up;
+mod workers;
 
 use clap::{Parser, Subcommand};
 
@@ -39,7 +39,7 @@ struct Cli {
 enum Command {
     /// Run one component locally, without a control plane.
     Dev(dev::DevArgs),
-    /// Run a control plane and a worker in this process, on embedded defaults.
+    /// Run a control plane and its workers in this process, on embedded defaults.
     Up(up::UpArgs),
     /// Save the control plane's address and your token.
     Login(manage::LoginArgs),
@@ -55,6 +55,8 @@ enum Command {
     Bind(manage::BindArgs),
     /// Delete an app with its versions, bindings and routes.
     Delete(manage::DeleteArgs),
+    /// List the workers (pool, labels, state, load), or drain one.
+    Workers(workers::WorkersArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -81,6 +83,7 @@ fn main() -> std::process::ExitCode {
             Command::Rollback(args) => manage::rollback(args).await,
             Command::Bind(args) => manage::bind(args).await,
             Command::Delete(args) => manage::delete(args).await,
+            Command::Workers(args) => workers::run(args).await,
         }
     });
     match result {

@@ -10,19 +10,19 @@ use anyhow::Context;
 use clap::Args;
 use reqwest::Method;
 use serde_json::{Value, json};
-use stratus_worker::binding::Binding;
+use stratus_proto::binding::Binding;
 
 use crate::client::Client;
 use crate::config::Credentials;
 use crate::output::{self, OutputArgs};
 
-fn client() -> anyhow::Result<Client> {
+pub fn client() -> anyhow::Result<Client> {
     Client::new(Credentials::load()?)
 }
 
 /// App names go into URL paths; refuse what would change the path before sending.
 fn app_path(app: &str) -> anyhow::Result<String> {
-    stratus_worker::runtime::check_app_name(app)?;
+    stratus_proto::names::check_app_name(app)?;
     Ok(format!("/v1/apps/{app}"))
 }
 
@@ -82,6 +82,7 @@ Examples:
   fnctl deploy app.wasm --app shop --route /shop
   fnctl deploy app.wasm --app shop --bind kv=dynamo:table=shop --bind config.currency=EUR
   fnctl deploy app.wasm --app shop --no-activate        # upload now, `fnctl rollback --to` later
+  fnctl deploy app.wasm --app shop --pool default --replicas 2   # or --replicas all
 
 `--bind` replaces all of the app's bindings; without it the current ones are kept.
 `--route` replaces the app's HTTP routes; without it the current ones are kept.")]
@@ -100,6 +101,18 @@ pub struct DeployArgs {
     /// Upload without making the new version live.
     #[arg(long)]
     no_activate: bool,
+    /// The worker pool to run on (new apps: `default`).
+    #[arg(long)]
+    pool: Option<String>,
+    /// Workers of the pool to run on: a number, or `all` (new apps: 1).
+    #[arg(long)]
+    replicas: Option<String>,
+    /// Return once the version is recorded, without waiting for workers to serve it.
+    #[arg(long)]
+    no_wait: bool,
+    /// How long to wait for workers to serve it, in seconds.
+    #[arg(long, default_value_t = 120)]
+    wait_timeout: u64,
     #[command(flatten)]
     output: OutputArgs,
 }
@@ -126,6 +139,17 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
     if !args.routes.is_empty() {
         manifest.insert("routes".into(), json!(args.routes));
     }
+    if let Some(pool) = &args.pool {
+        manifest.insert("pool".into(), json!(pool));
+    }
+    if let Some(replicas) = &args.replicas {
+        manifest.insert("replicas".into(), json!(replicas));
+    }
+    let client = client()?;
+    let previous_live = match client.get::<Value>(&app_path(&app)?).await {
+        Ok(existing) => existing["live_version"].as_i64(),
+        Err(_) => None,
+    };
     let progress = if args.output.is_json() || !std::io::IsTerminal::is_terminal(&std::io::stderr())
     {
         indicatif::ProgressBar::hidden()
@@ -139,11 +163,23 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
         );
         bar
     };
-    let deployed = client()?
+    let deployed = client
         .upload(&path, Value::Object(manifest), &args.component, progress)
         .await?;
+    let wait = !args.no_wait && !args.no_activate;
     if args.output.is_json() {
         output::json(&deployed);
+        if wait {
+            settle(
+                &client,
+                &app,
+                &deployed["app"],
+                previous_live,
+                args.wait_timeout,
+                true,
+            )
+            .await?;
+        }
         return Ok(());
     }
     let version = &deployed["version"];
@@ -180,10 +216,74 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
         println!("Routes: {}", routes.join(", "));
     }
     println!("Bindings: {}", output::cell(&app_view["bindings"]));
-    for w in app_view["warnings"].as_array().into_iter().flatten() {
-        eprintln!("warning: {}", output::cell(w));
+    if wait {
+        settle(
+            &client,
+            &app,
+            app_view,
+            previous_live,
+            args.wait_timeout,
+            false,
+        )
+        .await?;
     }
     Ok(())
+}
+
+/// Waits for the app's new revision to serve. If every worker failed to load it, the
+/// previous live version is made live again (workers kept serving it meanwhile) and the
+/// reasons are reported.
+async fn settle(
+    client: &Client,
+    app: &str,
+    app_view: &Value,
+    previous_live: Option<i64>,
+    timeout_s: u64,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    let revision = app_view["revision"].as_i64().unwrap_or(0);
+    let app_path = app_path(app)?;
+    let outcome = crate::rollout::wait(
+        client,
+        &app_path,
+        revision,
+        std::time::Duration::from_secs(timeout_s),
+        quiet,
+    )
+    .await?;
+    match outcome {
+        crate::rollout::Outcome::Ready { ready } => {
+            if !quiet {
+                println!(
+                    "Serving on {ready} worker{} (pool {}, replicas {})",
+                    if ready == 1 { "" } else { "s" },
+                    output::cell(&app_view["pool"]),
+                    output::cell(&app_view["replicas"])
+                );
+            }
+            Ok(())
+        }
+        crate::rollout::Outcome::Failed(reasons) => {
+            let kept = match previous_live {
+                Some(v) if app_view["live_version"].as_i64() != Some(v) => {
+                    let _: Value = client
+                        .call(
+                            Method::PUT,
+                            &format!("{app_path}/live"),
+                            Some(json!({ "version": v })),
+                        )
+                        .await
+                        .context("making the previous version live again")?;
+                    format!("version {v} stays live")
+                }
+                _ => "nothing was serving before".to_string(),
+            };
+            anyhow::bail!(
+                "no worker could load the new version; {kept}:\n  {}",
+                reasons.join("\n  ")
+            )
+        }
+    }
 }
 
 #[derive(Args)]
@@ -301,7 +401,7 @@ pub async fn rollback(args: RollbackArgs) -> anyhow::Result<()> {
         output::json(&app);
     } else {
         println!("{} is now live at version {target}", args.app);
-        print_warnings(&app);
+        await_ready(&client, &args.app, &app).await?;
     }
     Ok(())
 }
@@ -333,7 +433,8 @@ pub async fn bind(args: BindArgs) -> anyhow::Result<()> {
         "set": args.bindings.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "remove": args.remove,
     });
-    let app: Value = client()?
+    let client = client()?;
+    let app: Value = client
         .call(
             Method::PATCH,
             &format!("{}/bindings", app_path(&args.app)?),
@@ -344,7 +445,7 @@ pub async fn bind(args: BindArgs) -> anyhow::Result<()> {
         output::json(&app);
     } else {
         println!("{} bindings: {}", args.app, output::cell(&app["bindings"]));
-        print_warnings(&app);
+        await_ready(&client, &args.app, &app).await?;
     }
     Ok(())
 }
@@ -363,8 +464,32 @@ pub async fn delete(args: DeleteArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_warnings(app: &Value) {
-    for w in app["warnings"].as_array().into_iter().flatten() {
-        eprintln!("warning: {}", output::cell(w));
+/// Waits until the app's current revision serves (rollback and re-bind take the same
+/// path as a deploy: the new instance set is ready before the old stops).
+async fn await_ready(client: &Client, app: &str, view: &Value) -> anyhow::Result<()> {
+    let revision = view["revision"].as_i64().unwrap_or(0);
+    if view["live_version"].is_null() {
+        return Ok(());
+    }
+    let outcome = crate::rollout::wait(
+        client,
+        &app_path(app)?,
+        revision,
+        std::time::Duration::from_secs(120),
+        false,
+    )
+    .await?;
+    match outcome {
+        crate::rollout::Outcome::Ready { ready } => {
+            println!(
+                "Serving on {ready} worker{}",
+                if ready == 1 { "" } else { "s" }
+            );
+            Ok(())
+        }
+        crate::rollout::Outcome::Failed(reasons) => anyhow::bail!(
+            "no worker could load the change; the previous one keeps serving:\n  {}",
+            reasons.join("\n  ")
+        ),
     }
 }

@@ -1,5 +1,7 @@
-//! `fnctl up`: the control plane and one worker in one process, on embedded defaults
+//! `fnctl up`: the control plane and its workers in one process, on embedded defaults
 //! (SQLite metadata, components on disk, a local signing key), logged in automatically.
+//! The workers follow the control plane over loopback gRPC, on the same code path as
+//! `stratus-worker` processes.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -8,16 +10,19 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use stratus_control_plane::artifacts::FsArtifacts;
 use stratus_control_plane::auth::{Algorithm, AuthConfig, KeyConfig, Role};
-use stratus_control_plane::config::{ArtifactsConfig, Config, MetadataConfig};
+use stratus_control_plane::config::{
+    ArtifactsConfig, Config, GrpcConfig, MetadataConfig, SchedulerConfig,
+};
 use stratus_control_plane::server::ControlPlane;
+use stratus_worker::agent::{Agent, AgentConfig};
+use stratus_worker::capabilities::Providers;
 use stratus_worker::runtime::Runtime;
+use stratus_worker::trigger::forward::Forwarder;
 use stratus_worker::trigger::http::Target;
 use stratus_worker::trigger::routes::Routes;
 
 use crate::config::Credentials;
-use crate::local_worker::LocalWorker;
 
 /// The one tenant of a local platform.
 const LOCAL_TENANT: &str = "local";
@@ -29,9 +34,15 @@ Examples:
   fnctl deploy examples/hello.wasm --app hello --route /hello
   curl http://127.0.0.1:8080/hello")]
 pub struct UpArgs {
-    /// Where deployed apps are served.
+    /// Where deployed apps are served (worker N on this port + N - 1).
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+    /// Workers to run; each answers for every app.
+    #[arg(long, default_value_t = 1)]
+    workers: u8,
+    /// Where the worker API listens (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    grpc: SocketAddr,
     /// Where the control-plane API is served.
     #[arg(long, default_value = "127.0.0.1:7070")]
     api: SocketAddr,
@@ -42,7 +53,7 @@ pub struct UpArgs {
     #[arg(long, default_value_t = 50)]
     max_upload_mb: u64,
     #[command(flatten)]
-    limits: crate::limits::LimitArgs,
+    limits: stratus_worker::limits::LimitArgs,
 }
 
 /// The local HMAC key, made on first start and kept so saved tokens survive restarts.
@@ -88,6 +99,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         auth: AuthConfig {
             issuer: "stratus-local".into(),
             audience: "stratus".into(),
+            worker_audience: None,
             keys: vec![KeyConfig {
                 kid: "local".into(),
                 algorithm: Algorithm::HS256,
@@ -98,33 +110,56 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             }],
             signing_kid: None,
         },
+        grpc: GrpcConfig {
+            listen: args.grpc,
+            ..GrpcConfig::default()
+        },
+        scheduler: SchedulerConfig::default(),
     };
-    let runtime = Runtime::new(args.limits.runtime_config(data_dir.join("cache")))?;
-    let routes = Arc::new(Routes::default());
-    let worker = LocalWorker {
-        runtime,
-        routes: routes.clone(),
-        artifacts: Arc::new(FsArtifacts::new(&cp_dir.join("components"))?),
-        providers: Default::default(),
-        data_dir: data_dir.clone(),
-    };
-    let cp = ControlPlane::open(&config, Arc::new(worker)).await?;
-    cp.roll_out_all().await?;
-
+    anyhow::ensure!(
+        (1..=16).contains(&args.workers),
+        "--workers is from 1 to 16"
+    );
+    let cp = ControlPlane::open(&config).await?;
     let api = tokio::net::TcpListener::bind(args.api)
         .await
         .with_context(|| format!("listening on {} for the API", args.api))?;
-    let apps = tokio::net::TcpListener::bind(args.listen)
+    let grpc = tokio::net::TcpListener::bind(args.grpc)
         .await
-        .with_context(|| format!("listening on {} for apps", args.listen))?;
+        .with_context(|| format!("listening on {} for workers", args.grpc))?;
+    let grpc_addr = grpc.local_addr()?;
+    // Worker N listens on the apps port + N - 1; every one answers for every app.
+    let mut app_listeners = Vec::new();
+    for i in 0..args.workers {
+        let addr = SocketAddr::new(
+            args.listen.ip(),
+            if args.listen.port() == 0 {
+                0
+            } else {
+                args.listen.port().saturating_add(u16::from(i))
+            },
+        );
+        app_listeners.push(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening on {addr} for apps"))?,
+        );
+    }
     let api_addr = api.local_addr()?;
-    let apps_addr = apps.local_addr()?;
+    let apps_addrs = app_listeners
+        .iter()
+        .map(|l| l.local_addr())
+        .collect::<Result<Vec<_>, _>>()?;
     let token = cp.state.auth.mint(
         "fnctl-up",
         LOCAL_TENANT,
         Role::Admin,
         Duration::from_secs(30 * 86400),
     )?;
+    let worker_token =
+        cp.state
+            .auth
+            .mint_worker("fnctl-up", "default", Duration::from_secs(365 * 86400))?;
     let creds = Credentials {
         endpoint: format!("http://{api_addr}"),
         token,
@@ -133,7 +168,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     // does a user whose saved login is a remote one.
     let own_login = std::path::absolute(data_dir.join("login"))?;
     creds.save_in(&own_login)?;
-    println!("Stratus is up: API on http://{api_addr}, apps on http://{apps_addr}");
+    let urls: Vec<String> = apps_addrs.iter().map(|a| format!("http://{a}")).collect();
+    println!(
+        "Stratus is up: API on http://{api_addr}, apps on {} (worker API on {grpc_addr})",
+        urls.join(", ")
+    );
     // Never replace a login to a remote control plane with this local one.
     match Credentials::saved().ok().flatten() {
         Some(existing) if !existing.is_local() => {
@@ -161,17 +200,54 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stopped| *stopped).await;
     };
+    // The workers talk to the control plane over loopback gRPC, exactly as remote ones
+    // do; they share one runtime and one set of providers (an embedded store can be
+    // opened once per process).
+    let runtime = Runtime::new(args.limits.runtime_config(data_dir.join("cache")))?;
+    let providers = Arc::new(Providers::default());
     let timeout = args.limits.timeout();
-    let (api_result, apps_result) = tokio::join!(
-        cp.serve(api, until_stopped(stopped.clone())),
-        stratus_worker::trigger::http::serve(
-            apps,
-            Target::Routes(routes),
+    let mut workers = Vec::new();
+    for (i, (listener, addr)) in app_listeners.into_iter().zip(&apps_addrs).enumerate() {
+        let routes = Arc::new(Routes::default());
+        let agent = Agent::new(
+            AgentConfig {
+                control_plane: format!("http://{grpc_addr}"),
+                token: worker_token.clone(),
+                ca_cert: None,
+                worker_id: format!("local-{}", i + 1),
+                pool: "default".into(),
+                labels: Default::default(),
+                capacity: 1000,
+                http_address: addr.to_string(),
+                state_dir: data_dir.join("workers").join(format!("local-{}", i + 1)),
+                providers_dir: data_dir.clone(),
+                // One trusted user stops the whole platform at once: nothing to move to.
+                drain_timeout: Duration::ZERO,
+            },
+            runtime.clone(),
+            routes.clone(),
+            providers.clone(),
+        )?;
+        let serve = stratus_worker::trigger::http::serve(
+            listener,
+            Target::Routes(routes, Forwarder::default()),
             timeout,
-            until_stopped(stopped.clone())
-        ),
+            until_stopped(stopped.clone()),
+        );
+        let run = agent.run(until_stopped(stopped.clone()));
+        workers.push(async move {
+            let (served, ran) = tokio::join!(serve, run);
+            served.context("serving apps")?;
+            ran
+        });
+    }
+    let (cp_result, worker_results) = tokio::join!(
+        cp.serve(api, grpc, until_stopped(stopped.clone())),
+        futures::future::join_all(workers),
     );
-    api_result?;
-    apps_result.context("serving apps")?;
+    cp_result?;
+    for r in worker_results {
+        r?;
+    }
     Ok(())
 }

@@ -76,11 +76,30 @@ pub struct KeyConfig {
     pub private_key_file: Option<PathBuf>,
 }
 
+/// The claims of a worker token: which pool it may join. It carries no tenant or role,
+/// and its audience is the workers' own, so it never passes as a user token (nor a user
+/// token as a worker's).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerClaims {
+    pub sub: String,
+    pub pool: String,
+    pub iss: String,
+    pub aud: Audience,
+    pub exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     pub issuer: String,
     pub audience: String,
+    /// The audience of worker tokens (default: the API audience + `-workers`).
+    #[serde(default)]
+    pub worker_audience: Option<String>,
     pub keys: Vec<KeyConfig>,
     /// The key `mint-token` signs with (default: the first key that can sign).
     pub signing_kid: Option<String>,
@@ -115,6 +134,7 @@ struct VerifyingKey {
 pub struct Auth {
     issuer: String,
     audience: String,
+    worker_audience: String,
     keys: HashMap<String, VerifyingKey>,
     signer: Option<(String, Algorithm, EncodingKey)>,
 }
@@ -218,13 +238,42 @@ impl Auth {
         Ok(Self {
             issuer: config.issuer.clone(),
             audience: config.audience.clone(),
+            worker_audience: config
+                .worker_audience
+                .clone()
+                .unwrap_or_else(|| format!("{}-workers", config.audience)),
             keys,
             signer,
         })
     }
 
-    /// Checks signature, algorithm, issuer, audience, expiry and not-before.
+    /// Checks a user token: signature, algorithm, issuer, audience, expiry and
+    /// not-before, and the tenant id.
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        let claims: Claims =
+            self.decode(token, &self.audience, "sub, tenant, role, iss, aud, exp")?;
+        crate::names::check_tenant(&claims.tenant).map_err(|_| {
+            AuthError::Invalid("the token's tenant is not a valid tenant id".into())
+        })?;
+        Ok(claims)
+    }
+
+    /// Checks a worker token as [`Auth::verify`] does a user's, against the workers'
+    /// audience.
+    pub fn verify_worker(&self, token: &str) -> Result<WorkerClaims, AuthError> {
+        let claims: WorkerClaims =
+            self.decode(token, &self.worker_audience, "sub, pool, iss, aud, exp")?;
+        crate::names::check_pool(&claims.pool)
+            .map_err(|_| AuthError::Invalid("the token's pool is not a valid pool name".into()))?;
+        Ok(claims)
+    }
+
+    fn decode<C: serde::de::DeserializeOwned>(
+        &self,
+        token: &str,
+        audience: &str,
+        required: &str,
+    ) -> Result<C, AuthError> {
         let invalid = |m: &str| AuthError::Invalid(m.to_string());
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| AuthError::Invalid(format!("malformed token: {e}")))?;
@@ -240,11 +289,11 @@ impl Auth {
         }
         let mut validation = Validation::new(key.algorithm);
         validation.set_issuer(&[&self.issuer]);
-        validation.set_audience(&[&self.audience]);
+        validation.set_audience(&[audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.validate_nbf = true;
         validation.leeway = 30;
-        let data = jsonwebtoken::decode::<Claims>(token, &key.key, &validation).map_err(|e| {
+        let data = jsonwebtoken::decode::<C>(token, &key.key, &validation).map_err(|e| {
             use jsonwebtoken::errors::ErrorKind;
             AuthError::Invalid(
                 match e.kind() {
@@ -254,15 +303,15 @@ impl Auth {
                     ErrorKind::InvalidIssuer => "the token is from another issuer",
                     ErrorKind::InvalidSignature => "the token's signature does not verify",
                     ErrorKind::MissingRequiredClaim(_) | ErrorKind::Json(_) => {
-                        "the token lacks required claims (sub, tenant, role, iss, aud, exp)"
+                        return AuthError::Invalid(format!(
+                            "the token lacks required claims ({required})"
+                        ));
                     }
                     _ => "the token could not be verified",
                 }
                 .to_string(),
             )
         })?;
-        crate::names::check_tenant(&data.claims.tenant)
-            .map_err(|_| invalid("the token's tenant is not a valid tenant id"))?;
         Ok(data.claims)
     }
 
@@ -274,15 +323,8 @@ impl Auth {
         role: Role,
         ttl: Duration,
     ) -> Result<String, AuthConfigError> {
-        let (kid, algorithm, key) = self
-            .signer
-            .as_ref()
-            .ok_or_else(|| AuthConfigError::NoSigner(String::new()))?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let claims = Claims {
+        let now = unix_now();
+        self.sign(&Claims {
             sub: subject.to_string(),
             tenant: tenant.to_string(),
             role,
@@ -291,14 +333,47 @@ impl Auth {
             exp: now + ttl.as_secs(),
             iat: Some(now),
             nbf: Some(now),
-        };
+        })
+    }
+
+    /// Signs a worker token for `pool`, valid for `ttl`.
+    pub fn mint_worker(
+        &self,
+        subject: &str,
+        pool: &str,
+        ttl: Duration,
+    ) -> Result<String, AuthConfigError> {
+        let now = unix_now();
+        self.sign(&WorkerClaims {
+            sub: subject.to_string(),
+            pool: pool.to_string(),
+            iss: self.issuer.clone(),
+            aud: Audience::One(self.worker_audience.clone()),
+            exp: now + ttl.as_secs(),
+            iat: Some(now),
+            nbf: Some(now),
+        })
+    }
+
+    fn sign(&self, claims: &impl Serialize) -> Result<String, AuthConfigError> {
+        let (kid, algorithm, key) = self
+            .signer
+            .as_ref()
+            .ok_or_else(|| AuthConfigError::NoSigner(String::new()))?;
         let mut header = Header::new(*algorithm);
         header.kid = Some(kid.clone());
-        jsonwebtoken::encode(&header, &claims, key).map_err(|e| AuthConfigError::Key {
+        jsonwebtoken::encode(&header, claims, key).map_err(|e| AuthConfigError::Key {
             kid: kid.clone(),
             reason: e.to_string(),
         })
     }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 impl Claims {

@@ -26,6 +26,57 @@ pub struct Config {
     #[serde(default)]
     pub artifacts: ArtifactsConfig,
     pub auth: AuthConfig,
+    #[serde(default)]
+    pub grpc: GrpcConfig,
+    #[serde(default)]
+    pub scheduler: SchedulerConfig,
+}
+
+/// The listener workers dial.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcConfig {
+    #[serde(default = "default_grpc_listen")]
+    pub listen: SocketAddr,
+    /// PEM certificate chain and key: with both, the listener speaks TLS only.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_grpc_listen(),
+            tls_cert_file: None,
+            tls_key_file: None,
+        }
+    }
+}
+
+/// Liveness and scheduling. One replica schedules at a time, under a lease in the
+/// metadata database; the others take over when it lapses.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulerConfig {
+    /// How often workers heartbeat.
+    pub heartbeat_interval_ms: u64,
+    /// A worker silent this long is lost; its apps move to other workers.
+    pub lost_after_ms: u64,
+    /// How long a scheduler's lease lasts without renewal (the failover time).
+    pub lease_ttl_ms: u64,
+    /// How often the scheduler reconciles (it also runs on every change it hears of).
+    pub interval_ms: u64,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval_ms: 1000,
+            lost_after_ms: 5000,
+            lease_ttl_ms: 5000,
+            interval_ms: 500,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -52,6 +103,10 @@ pub enum ArtifactsConfig {
 
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 7070))
+}
+
+fn default_grpc_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7071))
 }
 
 fn default_max_upload() -> u64 {

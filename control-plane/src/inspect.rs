@@ -6,7 +6,6 @@
 use std::io::Read;
 use std::path::Path;
 
-use stratus_worker::runtime::LoadError;
 use wasmparser::{Chunk, Encoding, Parser, Payload, ValidPayload, Validator, WasmFeatures};
 
 /// What a component needs and offers.
@@ -14,6 +13,23 @@ use wasmparser::{Chunk, Encoding, Parser, Payload, ValidPayload, Validator, Wasm
 pub struct Inspection {
     pub imports: Vec<String>,
     pub exports: Vec<String>,
+}
+
+/// Why an upload is not a component Stratus can run.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("not a WebAssembly component (no `\\0asm` header)")]
+    NotWasm,
+    #[error(
+        "this is a core WebAssembly module, not a component; build for `wasm32-wasip2` or wrap it with `wasm-tools component new`"
+    )]
+    CoreModule,
+    #[error("invalid component: {0}")]
+    Invalid(String),
+    #[error(
+        "component does not export `wasi:http/incoming-handler@0.2.x`, so it cannot serve HTTP: {0}"
+    )]
+    NoHttpHandler(String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -115,7 +131,7 @@ pub fn inspect(path: &Path) -> Result<Inspection, InspectError> {
     if !out
         .exports
         .iter()
-        .any(|e| e.starts_with("wasi:http/incoming-handler@0.2."))
+        .any(|e| e.starts_with(stratus_proto::interfaces::HTTP_HANDLER_EXPORT))
     {
         return Err(LoadError::NoHttpHandler(format!(
             "it exports {}",

@@ -1,10 +1,12 @@
 //! The Stratus control plane: the component registry, app metadata and the `/v1` API.
 //!
-//! - [`store`]: tenants, apps, versions, bindings, triggers (Postgres or embedded SQLite).
+//! - [`metadata`]: tenants, apps, versions, bindings, triggers, workers and placements
+//!   (Postgres or embedded SQLite).
 //! - [`artifacts`]: content-addressed component bytes (S3 or the local filesystem).
 //! - [`api`]: the axum routes, errors and extractors; [`auth`]: JWT verification.
 //! - [`inspect`]: reading a component's imports and exports without compiling it.
-//! - [`rollout`]: how a change reaches workers.
+//! - [`grpc`]: the worker API; [`scheduler`]: placing apps on workers, on one replica
+//!   at a time.
 
 // Unit tests may unwrap: a panic there is a failed test, not a crashed worker.
 #![cfg_attr(
@@ -21,9 +23,11 @@ pub mod api;
 pub mod artifacts;
 pub mod auth;
 pub mod config;
+pub mod grpc;
 pub mod inspect;
+pub mod metadata;
 pub mod names;
-pub mod rollout;
+pub mod nudge;
+pub mod scheduler;
 pub mod server;
-pub mod store;
 pub mod upload;

@@ -1,14 +1,12 @@
 //! `stratus-control-plane`: serve the API, or mint a token (the admin command).
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use stratus_control_plane::auth::{Auth, Role};
 use stratus_control_plane::config::Config;
-use stratus_control_plane::rollout::RecordOnly;
 use stratus_control_plane::server::ControlPlane;
 
 #[derive(Parser)]
@@ -37,14 +35,20 @@ enum Command {
     Serve,
     /// Print a signed token for a tenant and role.
     #[command(
-        after_help = "Example:\n  stratus-control-plane mint-token --tenant acme --role deployer --ttl 30d"
+        after_help = "Examples:\n  stratus-control-plane mint-token --tenant acme --role deployer --ttl 30d\n  stratus-control-plane mint-token --worker --pool default --ttl 365d"
     )]
     MintToken {
-        #[arg(long)]
-        tenant: String,
+        #[arg(long, required_unless_present = "worker")]
+        tenant: Option<String>,
         /// viewer, deployer or admin.
+        #[arg(long, required_unless_present = "worker")]
+        role: Option<Role>,
+        /// A worker token (for the worker API only) instead of a user token.
+        #[arg(long, requires = "pool", conflicts_with_all = ["tenant", "role"])]
+        worker: bool,
+        /// The pool a worker token may join.
         #[arg(long)]
-        role: Role,
+        pool: Option<String>,
         /// Who the token is for (the `sub` claim).
         #[arg(long, default_value = "admin-cli")]
         subject: String,
@@ -97,24 +101,56 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::MintToken {
             tenant,
             role,
+            worker,
+            pool,
             subject,
             ttl,
         } => {
-            stratus_control_plane::names::check_tenant(&tenant)?;
             let auth = Auth::new(&config.auth)?;
-            println!("{}", auth.mint(&subject, &tenant, role, ttl)?);
+            let token = match (worker, pool, tenant, role) {
+                (true, Some(pool), _, _) => {
+                    stratus_control_plane::names::check_pool(&pool)?;
+                    auth.mint_worker(&subject, &pool, ttl)?
+                }
+                (false, _, Some(tenant), Some(role)) => {
+                    stratus_control_plane::names::check_tenant(&tenant)?;
+                    auth.mint(&subject, &tenant, role, ttl)?
+                }
+                _ => anyhow::bail!("give --tenant and --role, or --worker and --pool"),
+            };
+            println!("{token}");
             Ok(())
         }
         Command::Serve => {
-            let cp = ControlPlane::open(&config, Arc::new(RecordOnly)).await?;
-            let listener = tokio::net::TcpListener::bind(config.listen)
+            let cp = ControlPlane::open(&config).await?;
+            let api = tokio::net::TcpListener::bind(config.listen)
                 .await
                 .with_context(|| format!("listening on {}", config.listen))?;
-            println!("Control plane API on http://{}", listener.local_addr()?);
-            cp.serve(listener, async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await
+            let grpc = tokio::net::TcpListener::bind(config.grpc.listen)
+                .await
+                .with_context(|| format!("listening on {} for workers", config.grpc.listen))?;
+            println!(
+                "Control plane API on http://{}, worker API on {}",
+                api.local_addr()?,
+                grpc.local_addr()?
+            );
+            cp.serve(api, grpc, shutdown_signal()).await
         }
     }
+}
+
+/// SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }

@@ -1,5 +1,5 @@
-//! Assembling a control plane from its config: backends, auth, the API router, and the
-//! first rollout of everything already live.
+//! Assembling a control plane from its config: backends, auth, the public API, the
+//! worker API (gRPC), the assignment-feed hub and the scheduler.
 
 use std::sync::Arc;
 
@@ -8,17 +8,21 @@ use anyhow::Context;
 use crate::api::{self, ApiState};
 use crate::artifacts::{ArtifactStore, FsArtifacts, S3Artifacts};
 use crate::auth::Auth;
-use crate::config::{ArtifactsConfig, Config, MetadataConfig};
-use crate::rollout::Rollout;
-use crate::store::{Database, EmbeddedDb, PostgresDb, Store};
+use crate::config::{ArtifactsConfig, Config, GrpcConfig, MetadataConfig, SchedulerConfig};
+use crate::grpc::{FeedHub, WorkerApi};
+use crate::metadata::{Database, EmbeddedDb, Metadata, PostgresDb};
+use crate::nudge::Nudge;
+use crate::scheduler::Scheduler;
 
 pub struct ControlPlane {
     pub state: Arc<ApiState>,
+    grpc: GrpcConfig,
+    scheduler: SchedulerConfig,
 }
 
 impl ControlPlane {
     /// Opens the backends (running migrations) and checks the auth keys.
-    pub async fn open(config: &Config, rollout: Arc<dyn Rollout>) -> anyhow::Result<Self> {
+    pub async fn open(config: &Config) -> anyhow::Result<Self> {
         let db: Arc<dyn Database> = match &config.metadata {
             MetadataConfig::Embedded => {
                 Arc::new(EmbeddedDb::open(&config.data_dir.join("metadata.db"))?)
@@ -27,7 +31,9 @@ impl ControlPlane {
                 Arc::new(PostgresDb::connect(url, schema.as_deref())?)
             }
         };
-        let store = Store::new(db).await.context("opening the metadata store")?;
+        let metadata = Metadata::new(db)
+            .await
+            .context("opening the metadata database")?;
         let artifacts: Arc<dyn ArtifactStore> = match &config.artifacts {
             ArtifactsConfig::Fs => Arc::new(FsArtifacts::new(&config.data_dir.join("components"))?),
             ArtifactsConfig::S3(s3) => Arc::new(
@@ -36,7 +42,7 @@ impl ControlPlane {
                     .context("opening the S3 component registry")?,
             ),
         };
-        let auth = Auth::new(&config.auth).context("loading auth keys")?;
+        let auth = Arc::new(Auth::new(&config.auth).context("loading auth keys")?);
         // Uploads staged by a process that died mid-request are never resumed.
         let staging_dir = config.data_dir.join("staging");
         if let Err(e) = std::fs::remove_dir_all(&staging_dir)
@@ -46,14 +52,15 @@ impl ControlPlane {
         }
         Ok(Self {
             state: Arc::new(ApiState {
-                store,
+                metadata,
                 artifacts,
                 auth,
-                rollout,
                 max_upload_bytes: config.max_upload_bytes,
                 staging_dir,
-                rollouts: tokio::sync::Mutex::new(()),
+                nudge: Nudge::default(),
             }),
+            grpc: config.grpc.clone(),
+            scheduler: config.scheduler.clone(),
         })
     }
 
@@ -61,26 +68,71 @@ impl ControlPlane {
         api::router(self.state.clone())
     }
 
-    /// Rolls out every live deployment, e.g. to an in-process worker after a restart.
-    /// Failures are logged per app; the rest still roll out.
-    pub async fn roll_out_all(&self) -> anyhow::Result<()> {
-        for d in self.state.store.deployments().await? {
-            if let Err(e) = self.state.rollout.apply(&d).await {
-                tracing::warn!(app = %d.key(), error = %e, "rollout failed");
-            }
-        }
-        Ok(())
-    }
-
-    /// Serves the API until `shutdown` resolves.
+    /// Serves the public API on `api` and the worker API on `grpc`, and runs the feed hub
+    /// and the scheduler (which schedules only while this replica holds the lease), until
+    /// `shutdown` resolves.
     pub async fn serve(
         &self,
-        listener: tokio::net::TcpListener,
+        api: tokio::net::TcpListener,
+        grpc: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("serving the API")
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let until = move || {
+            let mut rx = stopped.clone();
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            }
+        };
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        });
+        let state = &self.state;
+        let hub = FeedHub::default();
+        let workers = WorkerApi {
+            metadata: state.metadata.clone(),
+            artifacts: state.artifacts.clone(),
+            auth: state.auth.clone(),
+            hub: hub.clone(),
+            nudge: state.nudge.clone(),
+            scheduler: self.scheduler.clone(),
+        };
+        let mut server = tonic::transport::Server::builder();
+        if let (Some(cert), Some(key)) = (&self.grpc.tls_cert_file, &self.grpc.tls_key_file) {
+            let cert =
+                std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
+            let key = std::fs::read(key).with_context(|| format!("reading {}", key.display()))?;
+            server = server
+                .tls_config(
+                    tonic::transport::ServerTlsConfig::new()
+                        .identity(tonic::transport::Identity::from_pem(cert, key)),
+                )
+                .context("configuring TLS for the worker API")?;
+        } else if self.grpc.tls_cert_file.is_some() || self.grpc.tls_key_file.is_some() {
+            anyhow::bail!("[grpc] needs both tls_cert_file and tls_key_file, or neither");
+        }
+        let grpc_server = server
+            .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
+            .add_service(workers.into_service())
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(grpc),
+                until(),
+            );
+        let api_server = axum::serve(api, self.router()).with_graceful_shutdown(until());
+        let scheduler = Scheduler::new(
+            state.metadata.clone(),
+            self.scheduler.clone(),
+            state.nudge.clone(),
+        );
+        let (api_result, grpc_result, (), ()) = tokio::join!(
+            api_server,
+            grpc_server,
+            hub.run(state.metadata.clone(), state.nudge.clone(), until()),
+            scheduler.run(until()),
+        );
+        api_result.context("serving the API")?;
+        grpc_result.context("serving the worker API")?;
+        Ok(())
     }
 }

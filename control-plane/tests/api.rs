@@ -20,7 +20,6 @@ use serde_json::{Value, json};
 use stratus_control_plane::artifacts::S3Config;
 use stratus_control_plane::auth::{AuthConfig, KeyConfig, Role};
 use stratus_control_plane::config::{ArtifactsConfig, Config, MetadataConfig};
-use stratus_control_plane::rollout::RecordOnly;
 use stratus_control_plane::server::ControlPlane;
 
 const ISSUER: &str = "stratus-test";
@@ -118,6 +117,7 @@ impl Env {
             auth: AuthConfig {
                 issuer: ISSUER.into(),
                 audience: AUDIENCE.into(),
+                worker_audience: None,
                 keys: vec![
                     KeyConfig {
                         kid: "hs".into(),
@@ -138,19 +138,20 @@ impl Env {
                 ],
                 signing_kid: Some("hs".into()),
             },
+            grpc: Default::default(),
+            scheduler: Default::default(),
         }
     }
 
     async fn start(&self) -> Server {
-        let cp = ControlPlane::open(&self.config(), Arc::new(RecordOnly))
-            .await
-            .unwrap();
+        let cp = ControlPlane::open(&self.config()).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let state = cp.state.clone();
         let task = tokio::spawn(async move {
-            cp.serve(listener, async {
+            cp.serve(listener, grpc, async {
                 let _ = stopped.await;
             })
             .await

@@ -3,8 +3,10 @@
 //!
 //! - [`runtime`]: engine, component loading, per-invocation instances.
 //! - [`capabilities`]: one trait per capability, one module per provider, WIT hosts.
-//! - [`trigger`]: what starts invocations (HTTP now; queues and timers later).
-//! - [`binding`]: the `KIND[.NAME]=PROVIDER[:OPTS]` binding syntax.
+//! - [`trigger`]: what starts invocations (HTTP now; queues and timers later), and
+//!   forwarding to the pool's other workers.
+//! - [`agent`]: following the control plane's assignments over gRPC.
+//! - [`binding`]: the `KIND[.NAME]=PROVIDER[:OPTS]` binding syntax (from `stratus-proto`).
 
 // Unit tests may unwrap: a panic there is a failed test, not a crashed worker.
 #![cfg_attr(
@@ -17,8 +19,10 @@
     )
 )]
 
-pub mod binding;
+pub mod agent;
+pub use stratus_proto::binding;
 pub mod capabilities;
 mod generated;
+pub mod limits;
 pub mod runtime;
 pub mod trigger;

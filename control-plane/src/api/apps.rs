@@ -6,13 +6,13 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
-use stratus_worker::binding::Binding;
+use stratus_proto::binding::Binding;
 
 use super::views::{AppView, PageView, Trigger};
 use super::{ApiError, ApiState, Body, Caller, PageQuery, Query};
 use crate::auth::Role;
+use crate::metadata::AppChange;
 use crate::names;
-use crate::store::AppChange;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -27,7 +27,10 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<AppView>), ApiError> {
     caller.require(Role::Deployer)?;
     names::check_app_name(&body.name)?;
-    let app = state.store.create_app(&caller.tenant, &body.name).await?;
+    let app = state
+        .metadata
+        .create_app(&caller.tenant, &body.name)
+        .await?;
     Ok((StatusCode::CREATED, Json(app.into())))
 }
 
@@ -38,7 +41,7 @@ pub async fn list(
 ) -> Result<Json<PageView<AppView>>, ApiError> {
     caller.require(Role::Viewer)?;
     let apps = state
-        .store
+        .metadata
         .list_apps(&caller.tenant, page.cursor.as_deref(), page.limit()?)
         .await?;
     Ok(Json(apps.into()))
@@ -51,7 +54,7 @@ pub async fn get(
 ) -> Result<Json<AppView>, ApiError> {
     caller.require(Role::Viewer)?;
     Ok(Json(
-        state.store.get_app(&caller.tenant, &app).await?.into(),
+        state.metadata.get_app(&caller.tenant, &app).await?.into(),
     ))
 }
 
@@ -61,9 +64,8 @@ pub async fn delete(
     Path(app): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     caller.require(Role::Admin)?;
-    state.store.delete_app(&caller.tenant, &app).await?;
-    let _one_at_a_time = state.rollouts.lock().await;
-    state.rollout.remove(&caller.tenant, &app).await;
+    state.metadata.delete_app(&caller.tenant, &app).await?;
+    state.nudge.changed();
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -94,7 +96,7 @@ pub async fn bindings(
     Path(app): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     caller.require(Role::Viewer)?;
-    let app = state.store.get_app(&caller.tenant, &app).await?;
+    let app = state.metadata.get_app(&caller.tenant, &app).await?;
     Ok(Json(serde_json::json!({ "bindings": app.bindings })))
 }
 
@@ -149,7 +151,7 @@ pub async fn triggers(
     Path(app): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     caller.require(Role::Viewer)?;
-    let view = AppView::from(state.store.get_app(&caller.tenant, &app).await?);
+    let view = AppView::from(state.metadata.get_app(&caller.tenant, &app).await?);
     Ok(Json(serde_json::json!({ "triggers": view.triggers })))
 }
 
@@ -232,38 +234,58 @@ pub fn normalize_routes(routes: &[String]) -> Result<Vec<String>, ApiError> {
     Ok(out)
 }
 
-/// Records `change`, then rolls the app's deployment out.
+/// Records `change`; the scheduler and the workers' streams hear of it at once.
 async fn change_app(
     state: &ApiState,
     tenant: &str,
     app: &str,
     change: AppChange,
 ) -> Result<Json<AppView>, ApiError> {
-    let updated = state.store.update_app(tenant, app, change).await?;
-    let warnings = roll_out(state, tenant, app).await;
-    let mut view = AppView::from(updated);
-    view.warnings = warnings;
-    Ok(Json(view))
+    let updated = state.metadata.update_app(tenant, app, change).await?;
+    state.nudge.changed();
+    Ok(Json(AppView::from(updated)))
 }
 
-/// Tells workers what now serves the app; failures become warnings for the caller.
-///
-/// Rollouts run one at a time and each reads the state after the lock, so a slow apply
-/// (compiling) can never land after a newer one and leave an older version serving.
-pub async fn roll_out(state: &ApiState, tenant: &str, app: &str) -> Vec<String> {
-    let _one_at_a_time = state.rollouts.lock().await;
-    match state.store.deployment(tenant, app).await {
-        Ok(Some(deployment)) => match state.rollout.apply(&deployment).await {
-            Ok(()) => Vec::new(),
-            Err(e) => {
-                tracing::warn!(tenant, app, error = %e, "rollout failed");
-                vec![format!("recorded, but not serving yet: {e}")]
-            }
-        },
-        Ok(None) => {
-            state.rollout.remove(tenant, app).await;
-            Vec::new()
-        }
-        Err(e) => vec![format!("recorded, but reading it back failed: {e}")],
-    }
+/// Where an app's rollout stands: its revision and, per placement, what its worker
+/// reported.
+pub async fn status(
+    State(state): State<Arc<ApiState>>,
+    Caller(caller): Caller,
+    Path(app): Path<String>,
+) -> Result<Json<crate::metadata::AppStatus>, ApiError> {
+    caller.require(Role::Viewer)?;
+    Ok(Json(state.metadata.app_status(&caller.tenant, &app).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Placement {
+    #[serde(default)]
+    pool: Option<String>,
+    #[serde(default)]
+    replicas: Option<String>,
+}
+
+/// Moves the app to another pool or changes its replica count.
+pub async fn set_placement(
+    State(state): State<Arc<ApiState>>,
+    Caller(caller): Caller,
+    Path(app): Path<String>,
+    Body(body): Body<Placement>,
+) -> Result<Json<AppView>, ApiError> {
+    caller.require(Role::Deployer)?;
+    let change = AppChange {
+        pool: body
+            .pool
+            .map(|p| names::check_pool(&p).map(|()| p))
+            .transpose()?,
+        replicas: body.replicas.as_deref().map(parse_replicas).transpose()?,
+        ..AppChange::default()
+    };
+    change_app(&state, &caller.tenant, &app, change).await
+}
+
+pub fn parse_replicas(s: &str) -> Result<crate::metadata::Replicas, ApiError> {
+    s.parse()
+        .map_err(|e: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_replicas", e))
 }

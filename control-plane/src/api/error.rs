@@ -4,14 +4,14 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use stratus_worker::binding::BindingError;
-use stratus_worker::runtime::LoadError;
+use stratus_proto::binding::BindingError;
+use stratus_proto::interfaces::ImportError;
 
 use crate::artifacts::ArtifactError;
 use crate::auth::AuthError;
-use crate::inspect::InspectError;
+use crate::inspect::{InspectError, LoadError};
+use crate::metadata::MetadataError;
 use crate::names::NameError;
-use crate::store::StoreError;
 use crate::upload::StageError;
 
 #[derive(Debug)]
@@ -68,15 +68,19 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
+impl From<MetadataError> for ApiError {
+    fn from(e: MetadataError) -> Self {
         match e {
-            StoreError::NotFound(_) => Self::new(StatusCode::NOT_FOUND, "not_found", e.to_string()),
-            StoreError::Conflict(_) => Self::new(StatusCode::CONFLICT, "conflict", e.to_string()),
-            StoreError::Refused { code, message } => {
+            MetadataError::NotFound(_) => {
+                Self::new(StatusCode::NOT_FOUND, "not_found", e.to_string())
+            }
+            MetadataError::Conflict(_) => {
+                Self::new(StatusCode::CONFLICT, "conflict", e.to_string())
+            }
+            MetadataError::Refused { code, message } => {
                 Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
             }
-            StoreError::Backend(_) => Self::unavailable(e),
+            MetadataError::Backend(_) => Self::unavailable(e),
         }
     }
 }
@@ -108,11 +112,18 @@ impl From<LoadError> for ApiError {
         let code = match &e {
             LoadError::NotWasm => "not_a_component",
             LoadError::CoreModule => "core_module",
-            LoadError::Invalid(_) | LoadError::Link(_) => "invalid_component",
-            LoadError::Unsupported { .. } => "unsupported_import",
-            LoadError::MissingBinding { .. } => "missing_binding",
+            LoadError::Invalid(_) => "invalid_component",
             LoadError::NoHttpHandler(_) => "no_http_handler",
-            LoadError::InvalidAppName(_) => "invalid_name",
+        };
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, e.to_string())
+    }
+}
+
+impl From<ImportError> for ApiError {
+    fn from(e: ImportError) -> Self {
+        let code = match &e {
+            ImportError::Unsupported { .. } => "unsupported_import",
+            ImportError::MissingBinding { .. } => "missing_binding",
         };
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, e.to_string())
     }

@@ -5,6 +5,7 @@ mod apps;
 mod error;
 mod versions;
 mod views;
+mod workers;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use tower_http::request_id::{
@@ -24,24 +25,23 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 pub use self::error::ApiError;
 use crate::artifacts::ArtifactStore;
 use crate::auth::{Auth, AuthError, Claims};
-use crate::rollout::Rollout;
-use crate::store::Store;
+use crate::metadata::Metadata;
+use crate::nudge::Nudge;
 
 /// The OpenAPI document of this API, checked in beside the crate.
 pub const OPENAPI: &str = include_str!("../../openapi.json");
 
 /// Everything a handler needs.
 pub struct ApiState {
-    pub store: Store,
+    pub metadata: Metadata,
     pub artifacts: Arc<dyn ArtifactStore>,
-    pub auth: Auth,
-    pub rollout: Arc<dyn Rollout>,
+    pub auth: Arc<Auth>,
     /// Largest component accepted, in bytes.
     pub max_upload_bytes: u64,
     /// Where uploads are staged while they are checked.
     pub staging_dir: PathBuf,
-    /// Serializes rollouts (see `apps::roll_out`).
-    pub rollouts: tokio::sync::Mutex<()>,
+    /// Wakes the scheduler and the workers' streams after a change.
+    pub nudge: Nudge,
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
@@ -59,6 +59,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
         )
         .route("/v1/apps/{app}/versions/{version}", get(versions::get))
         .route("/v1/apps/{app}/live", put(apps::set_live))
+        .route("/v1/apps/{app}/status", get(apps::status))
+        .route("/v1/apps/{app}/placement", put(apps::set_placement))
+        .route("/v1/workers", get(workers::list))
+        .route("/v1/workers/{id}/drain", post(workers::drain))
         .route(
             "/v1/apps/{app}/bindings",
             get(apps::bindings)

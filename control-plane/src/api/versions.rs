@@ -10,11 +10,11 @@ use axum::http::{HeaderMap, StatusCode, header};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use super::apps::{normalize_routes, parse_bindings, roll_out};
+use super::apps::{normalize_routes, parse_bindings, parse_replicas};
 use super::views::{AppView, PageView, VersionView};
 use super::{ApiError, ApiState, Caller, PageQuery, Query};
 use crate::auth::Role;
-use crate::store::{AppChange, NewVersion, StoreError};
+use crate::metadata::{AppChange, MetadataError, NewVersion};
 use crate::{inspect, names, upload};
 
 /// Room for multipart framing and the manifest on top of the component limit.
@@ -31,6 +31,11 @@ pub struct Manifest {
     routes: Option<Vec<String>>,
     /// Make the new version live (default true).
     activate: bool,
+    /// The worker pool to run on; absent keeps the app's (new apps: `default`).
+    pool: Option<String>,
+    /// Workers of the pool to run on (`1`…, or `all`); absent keeps the app's (new
+    /// apps: 1).
+    replicas: Option<String>,
 }
 
 impl Default for Manifest {
@@ -39,6 +44,8 @@ impl Default for Manifest {
             bindings: None,
             routes: None,
             activate: true,
+            pool: None,
+            replicas: None,
         }
     }
 }
@@ -113,14 +120,14 @@ pub async fn deploy(
         .map_err(|e| ApiError::from(inspect::InspectError::Io(std::io::Error::other(e))))??;
     let bindings = match &manifest.bindings {
         Some(specs) => parse_bindings(specs)?,
-        None => match state.store.get_app(&caller.tenant, &app).await {
+        None => match state.metadata.get_app(&caller.tenant, &app).await {
             Ok(existing) => parse_bindings(&existing.bindings)?,
-            Err(StoreError::NotFound(_)) => Vec::new(),
+            Err(MetadataError::NotFound(_)) => Vec::new(),
             Err(e) => return Err(e.into()),
         },
     };
-    stratus_worker::capabilities::Capabilities::check(&bindings)?;
-    stratus_worker::runtime::check_imports(
+    stratus_proto::providers::check_bindings(&bindings)?;
+    stratus_proto::interfaces::check_imports(
         inspection.imports.iter().map(String::as_str),
         &bindings,
     )?;
@@ -129,9 +136,17 @@ pub async fn deploy(
         .as_deref()
         .map(normalize_routes)
         .transpose()?;
+    if let Some(pool) = &manifest.pool {
+        names::check_pool(pool)?;
+    }
+    let replicas = manifest
+        .replicas
+        .as_deref()
+        .map(parse_replicas)
+        .transpose()?;
 
     let known = state
-        .store
+        .metadata
         .tenant_has_digest(&caller.tenant, &staged.digest)
         .await?;
     state
@@ -144,16 +159,15 @@ pub async fn deploy(
         size_bytes: i64::try_from(staged.size).unwrap_or(i64::MAX),
         imports: inspection.imports,
     };
-    // What workers must hear about: a new live version, or new bindings or routes for
-    // the current one.
-    let changes_serving = manifest.activate || manifest.bindings.is_some() || routes.is_some();
     let change = AppChange {
         bindings: manifest.bindings.is_some().then_some(bindings),
         routes,
+        pool: manifest.pool,
+        replicas,
         ..AppChange::default()
     };
     let (app_record, version) = state
-        .store
+        .metadata
         .add_version(&caller.tenant, &app, new, change, manifest.activate)
         .await?;
     tracing::info!(
@@ -164,10 +178,8 @@ pub async fn deploy(
         stored,
         "deployed"
     );
-    let mut view = AppView::from(app_record);
-    if changes_serving {
-        view.warnings = roll_out(&state, &caller.tenant, &app).await;
-    }
+    state.nudge.changed();
+    let view = AppView::from(app_record);
     Ok((
         StatusCode::CREATED,
         Json(Deployed {
@@ -221,7 +233,7 @@ pub async fn list(
         ),
     };
     let versions = state
-        .store
+        .metadata
         .list_versions(&caller.tenant, &app, after, page.limit()?)
         .await?;
     Ok(Json(versions.into()))
@@ -238,7 +250,7 @@ pub async fn get(
         .map_err(|_| ApiError::bad_request("a version is a positive integer"))?;
     Ok(Json(
         state
-            .store
+            .metadata
             .get_version(&caller.tenant, &app, number)
             .await?
             .into(),

@@ -1,8 +1,8 @@
-//! What the API returns: store records with RFC 3339 timestamps, and the trigger model.
+//! What the API returns: metadata records with RFC 3339 timestamps, and the trigger model.
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::{App, Page, Version};
+use crate::metadata::{App, Page, Replicas, Version};
 
 fn rfc3339(ms: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
@@ -29,11 +29,14 @@ pub struct AppView {
     pub live_version: Option<i64>,
     pub bindings: Vec<String>,
     pub triggers: Vec<Trigger>,
+    /// The worker pool that runs it, and on how many of its workers.
+    pub pool: String,
+    pub replicas: Replicas,
+    /// Grows with every change to what serves the app; `GET …/status` tells which
+    /// revision each replica serves.
+    pub revision: i64,
     pub created_at: String,
     pub updated_at: String,
-    /// Problems applying the change to workers; the change itself is recorded.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub warnings: Vec<String>,
 }
 
 impl From<App> for AppView {
@@ -47,9 +50,11 @@ impl From<App> for AppView {
                 .into_iter()
                 .map(|route| Trigger::Http { route })
                 .collect(),
+            pool: a.pool,
+            replicas: a.replicas,
+            revision: a.revision,
             created_at: rfc3339(a.created_at),
             updated_at: rfc3339(a.updated_at),
-            warnings: Vec::new(),
         }
     }
 }

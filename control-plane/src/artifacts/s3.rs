@@ -51,19 +51,35 @@ where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
 {
-    let detail = stratus_worker::capabilities::aws::error_message(&e);
+    let detail = match &e {
+        SdkError::ServiceError(s) => format!(
+            "{}: {}",
+            s.err().code().unwrap_or("ServiceError"),
+            s.err().message().unwrap_or("no message")
+        ),
+        other => aws_sdk_s3::error::DisplayErrorContext(other).to_string(),
+    };
     ArtifactError::Backend(format!("S3 {what}: {detail}"))
 }
 
 impl S3Artifacts {
     pub async fn connect(config: S3Config) -> Result<Self, ArtifactError> {
-        let sdk = stratus_worker::capabilities::aws::sdk_config(
-            config.region.as_deref(),
-            config.endpoint.as_deref(),
-            Duration::from_secs(3),
-            Duration::from_secs(60),
-        )
-        .await;
+        // The standard AWS environment (`AWS_REGION`, `AWS_ENDPOINT_URL`, credentials
+        // chain), with timeouts so a registry that is down fails instead of hanging.
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(3))
+                    .operation_attempt_timeout(Duration::from_secs(60))
+                    .build(),
+            );
+        if let Some(region) = &config.region {
+            loader = loader.region(aws_config::Region::new(region.clone()));
+        }
+        if let Some(endpoint) = &config.endpoint {
+            loader = loader.endpoint_url(endpoint.clone());
+        }
+        let sdk = loader.load().await;
         let s3_config = aws_sdk_s3::config::Builder::from(&sdk)
             .force_path_style(config.force_path_style)
             .build();

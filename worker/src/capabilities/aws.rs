@@ -1,5 +1,5 @@
-//! What every AWS-backed provider (DynamoDB here, S3 in the control plane's registry)
-//! does the same way: loading SDK configuration and turning SDK errors into one line.
+//! What every AWS-backed provider does the same way: loading SDK configuration and
+//! turning SDK errors into one line.
 
 use std::time::Duration;
 

@@ -10,24 +10,7 @@ use crate::generated::wasi::config0_2_0_draft as draft;
 use crate::generated::wasi::config0_2_0_draft_2024_09_27 as spin;
 use crate::generated::wasi::config0_2_0_rc_1 as rc1;
 
-/// The `wasi:config` revisions the host serves; their text is identical.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum ConfigRevision {
-    Rc1,
-    Draft,
-    Draft20240927,
-}
-
-impl ConfigRevision {
-    pub fn from_version(v: &str) -> Option<Self> {
-        match v {
-            "0.2.0-rc.1" => Some(Self::Rc1),
-            "0.2.0-draft" => Some(Self::Draft),
-            "0.2.0-draft-2024-09-27" => Some(Self::Draft20240927),
-            _ => None,
-        }
-    }
-}
+pub use stratus_proto::interfaces::ConfigRevision;
 
 /// An app's config values.
 pub type ConfigValues = Arc<BTreeMap<String, String>>;

@@ -45,19 +45,10 @@ pub struct Capabilities {
 }
 
 impl Capabilities {
-    /// Checks every binding's provider and options, and that no bucket is bound twice,
+    /// Checks every binding's provider and options, and that nothing is bound twice,
     /// without connecting to anything.
     pub fn check(bindings: &[Binding]) -> Result<(), BindingError> {
-        let mut seen = std::collections::HashSet::new();
-        for binding in bindings {
-            if let Binding::KeyValue { bucket, provider } = binding {
-                keyvalue::KvProvider::parse(provider)?;
-                if !seen.insert(bucket.as_deref()) {
-                    return Err(BindingError::Duplicate(binding.name()));
-                }
-            }
-        }
-        Ok(())
+        stratus_proto::providers::check_bindings(bindings)
     }
 
     /// Connects every provider the bindings name. `data_dir` holds embedded stores.

@@ -60,6 +60,10 @@ pub enum InvocationError {
     RequestTooLarge(u64),
     #[error("no function is deployed at this path")]
     NoRoute,
+    #[error("no worker of this pool is ready to serve this function yet; retry shortly")]
+    NoReplica,
+    #[error("the worker holding this function did not answer")]
+    PeerFailed(String),
 }
 
 impl InvocationError {
@@ -70,6 +74,8 @@ impl InvocationError {
             InvocationError::BadRequest(_) => http::StatusCode::BAD_REQUEST,
             InvocationError::RequestTooLarge(_) => http::StatusCode::PAYLOAD_TOO_LARGE,
             InvocationError::NoRoute => http::StatusCode::NOT_FOUND,
+            InvocationError::NoReplica => http::StatusCode::SERVICE_UNAVAILABLE,
+            InvocationError::PeerFailed(_) => http::StatusCode::BAD_GATEWAY,
             _ => http::StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -88,6 +94,8 @@ impl InvocationError {
             InvocationError::Overloaded
             | InvocationError::CpuLimit(_)
             | InvocationError::NoRoute
+            | InvocationError::NoReplica
+            | InvocationError::PeerFailed(_)
             | InvocationError::RequestTooLarge(_) => self.to_string(),
             InvocationError::BadRequest(_) => "malformed request".into(),
         }
@@ -105,6 +113,12 @@ impl InvocationError {
             http::header::CONTENT_TYPE,
             http::HeaderValue::from_static("text/plain; charset=utf-8"),
         );
+        if let InvocationError::NoReplica | InvocationError::Overloaded = self {
+            resp.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from_static("1"),
+            );
+        }
         if let InvocationError::RequestTooLarge(_) = self {
             // The client may still be sending the rest of the body; this connection
             // cannot carry another request.

@@ -21,10 +21,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use self::app::{App, InvocationError};
+pub use self::app::{App, InvocationError, Response};
 pub use self::cpu_time::CpuLimitExceeded;
-pub use self::imports::{LoadError, check_imports};
+pub use self::imports::LoadError;
 pub use self::teardown::poll_deferring_teardown;
+pub use stratus_proto::interfaces::check_imports;
+pub use stratus_proto::names::check_app_name;
 
 /// Limits and knobs for one worker's runtime.
 #[derive(Debug, Clone)]
@@ -64,26 +66,6 @@ impl Default for RuntimeConfig {
             max_request_bytes: 16 << 20,
             max_cpu: None,
         }
-    }
-}
-
-/// App names become the first segment of every key-value namespace (`APP/BUCKET`), so
-/// they must never contain `/`: otherwise app `a` opening bucket `b/c` would reach app
-/// `a/b`'s bucket `c`.
-pub fn check_app_name(name: &str) -> Result<(), LoadError> {
-    // Starting with a letter or digit rules out `.` and `..`, which URLs would resolve.
-    let valid = name
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphanumeric())
-        && name.len() <= 128
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if valid {
-        Ok(())
-    } else {
-        Err(LoadError::InvalidAppName(name.to_string()))
     }
 }
 

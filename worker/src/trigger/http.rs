@@ -12,15 +12,17 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use super::coalesce::InFlight;
-use super::routes::Routes;
+use super::forward::Forwarder;
+use super::routes::{Backend, Routes};
 use super::stall::WriteDeadline;
 use crate::runtime::{App, InvocationError, poll_deferring_teardown};
 
-/// What a listener serves: one app on every path, or a route table of apps.
+/// What a listener serves: one app on every path, or a route table of apps (loaded
+/// here or forwarded to the pool's other workers).
 #[derive(Clone)]
 pub enum Target {
     App(Arc<App>),
-    Routes(Arc<Routes>),
+    Routes(Arc<Routes>, Forwarder),
 }
 
 /// Open connections at once; further clients wait in the listen backlog.
@@ -79,15 +81,23 @@ async fn serve_connection(
 ) {
     let io = TokioIo::new(WriteDeadline::new(stream, write_timeout));
     let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-        let app = match &target {
-            Target::App(app) => Some(app.clone()),
-            Target::Routes(routes) => routes.resolve(req.uri().path()),
+        let (backend, forwarder) = match &target {
+            Target::App(app) => (Some(Backend::Local(app.clone())), None),
+            Target::Routes(routes, forwarder) => {
+                (routes.resolve(req.uri().path()), Some(forwarder.clone()))
+            }
         };
         let handling = in_flight.start();
         async move {
-            let response = match app {
-                Some(app) => app.handle(req).await,
-                None => InvocationError::NoRoute.into_response("none"),
+            let response = match (backend, forwarder) {
+                (Some(Backend::Local(app)), _) => app.handle(req).await,
+                (Some(Backend::Peers(peers)), Some(forwarder))
+                    if !Forwarder::was_forwarded(&req) =>
+                {
+                    forwarder.forward(req, &peers).await
+                }
+                (Some(_), _) => InvocationError::NoReplica.into_response("none"),
+                (None, _) => InvocationError::NoRoute.into_response("none"),
             };
             Ok::<_, std::convert::Infallible>(handling.respond(response).await)
         }

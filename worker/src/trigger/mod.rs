@@ -1,6 +1,7 @@
 //! Triggers: what starts an invocation.
 
 pub mod coalesce;
+pub mod forward;
 pub mod http;
 mod linger;
 pub mod routes;

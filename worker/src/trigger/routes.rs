@@ -1,15 +1,36 @@
-//! The HTTP route table of a worker serving several apps: path prefixes to loaded apps,
-//! replaced per app as deployments change while requests keep flowing.
+//! The HTTP route table of a worker: path prefixes to what serves them (an app loaded
+//! here, or the pool's other workers that hold it), replaced as assignments change while
+//! requests keep flowing.
 
 use std::sync::{Arc, RwLock};
 
 use crate::runtime::App;
 
+pub use stratus_proto::names::{route_covers, routes_overlap};
+
+/// What answers requests under a route.
+#[derive(Clone)]
+pub enum Backend {
+    /// An instance set loaded on this worker.
+    Local(Arc<App>),
+    /// Not loaded here: forward to one of these workers (HTTP addresses), each ready.
+    Peers(Arc<[String]>),
+    /// A live app of the pool with no ready replica yet (503 with `Retry-After`).
+    Unavailable,
+}
+
 #[derive(Clone)]
 struct Route {
     prefix: String,
     owner: String,
-    app: Arc<App>,
+    backend: Backend,
+}
+
+/// One app's entry: its owner key (`tenant/app`), routes and backend.
+pub struct Entry {
+    pub owner: String,
+    pub prefixes: Vec<String>,
+    pub backend: Backend,
 }
 
 /// Routes to apps. Lookups take a snapshot, so a rollout never blocks a request and a
@@ -24,12 +45,18 @@ impl Routes {
     pub fn set(&self, owner: &str, prefixes: &[String], app: Arc<App>) {
         self.update(|routes| {
             routes.retain(|r| r.owner != owner);
-            routes.extend(prefixes.iter().map(|p| Route {
-                prefix: normalize_route(p),
-                owner: owner.to_string(),
-                app: app.clone(),
-            }));
+            routes.extend(routes_of(owner, prefixes, &Backend::Local(app)));
         });
+    }
+
+    /// Replaces the whole table at once, so no request sees half of a new pool state.
+    pub fn replace(&self, entries: Vec<Entry>) {
+        let next = entries
+            .iter()
+            .flat_map(|e| routes_of(&e.owner, &e.prefixes, &e.backend))
+            .collect();
+        let mut guard = self.write();
+        *guard = Arc::new(next);
     }
 
     /// Stops routing to whatever `owner` served.
@@ -37,64 +64,61 @@ impl Routes {
         self.update(|routes| routes.retain(|r| r.owner != owner));
     }
 
-    /// The app whose route is the longest prefix of `path` at a segment boundary.
-    pub fn resolve(&self, path: &str) -> Option<Arc<App>> {
-        let table = match self.table.read() {
-            Ok(t) => t.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        };
-        table
+    /// What serves the longest route prefix of `path` at a segment boundary.
+    pub fn resolve(&self, path: &str) -> Option<Backend> {
+        self.snapshot()
             .iter()
             .filter(|r| route_covers(&r.prefix, path))
             .max_by_key(|r| r.prefix.len())
-            .map(|r| r.app.clone())
+            .map(|r| r.backend.clone())
     }
 
     /// `(owner, prefix)` pairs, for status pages and tests.
     pub fn list(&self) -> Vec<(String, String)> {
-        let table = match self.table.read() {
-            Ok(t) => t.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        };
-        table
+        self.snapshot()
             .iter()
             .map(|r| (r.owner.clone(), r.prefix.clone()))
             .collect()
     }
 
-    fn update(&self, f: impl FnOnce(&mut Vec<Route>)) {
-        let mut guard = match self.table.write() {
+    fn snapshot(&self) -> Arc<Vec<Route>> {
+        match self.table.read() {
+            Ok(t) => t.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Arc<Vec<Route>>> {
+        match self.table.write() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
-        };
+        }
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Vec<Route>)) {
+        let mut guard = self.write();
         let mut next: Vec<Route> = guard.as_ref().clone();
         f(&mut next);
         *guard = Arc::new(next);
     }
 }
 
-/// `/api/` and `/api` are the same route.
+fn routes_of<'a>(
+    owner: &'a str,
+    prefixes: &'a [String],
+    backend: &'a Backend,
+) -> impl Iterator<Item = Route> + 'a {
+    prefixes.iter().map(move |p| Route {
+        prefix: normalize_route(p),
+        owner: owner.to_string(),
+        backend: backend.clone(),
+    })
+}
+
+/// `/api/` and `/api` are the same route; a route the control plane already checked
+/// is only trimmed here.
 pub fn normalize_route(prefix: &str) -> String {
-    let trimmed = prefix.trim_end_matches('/');
-    if trimmed.is_empty() {
-        "/".to_string()
-    } else {
-        trimmed.to_string()
-    }
-}
-
-/// Whether requests for `path` fall under route `prefix`.
-pub fn route_covers(prefix: &str, path: &str) -> bool {
-    prefix == "/"
-        || path
-            .strip_prefix(prefix)
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-}
-
-/// Whether two routes could claim the same request: one covers the other. Apps must not
-/// hold overlapping routes, or the longer one would take part of the shorter one's paths.
-pub fn routes_overlap(a: &str, b: &str) -> bool {
-    route_covers(a, b) || route_covers(b, a)
+    stratus_proto::names::normalize_route(prefix).unwrap_or_else(|_| prefix.to_string())
 }
 
 #[cfg(test)]
@@ -102,16 +126,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn prefixes_match_at_segment_boundaries() {
-        assert!(route_covers("/", "/anything"));
-        assert!(route_covers("/api", "/api"));
-        assert!(route_covers("/api", "/api/users"));
-        assert!(!route_covers("/api", "/apis"));
-        assert!(!route_covers("/api/v2", "/api"));
-        assert!(routes_overlap("/api/v2", "/api"));
-        assert!(routes_overlap("/", "/x"));
-        assert!(!routes_overlap("/api", "/apis"));
-        assert_eq!(normalize_route("/api/"), "/api");
-        assert_eq!(normalize_route("/"), "/");
+    fn the_longest_prefix_wins_and_replace_swaps_everything() {
+        let routes = Routes::default();
+        let peers = |p: &str| Backend::Peers(Arc::from(vec![p.to_string()]));
+        routes.replace(vec![
+            Entry {
+                owner: "t/a".into(),
+                prefixes: vec!["/a/".into()],
+                backend: peers("w1"),
+            },
+            Entry {
+                owner: "t/b".into(),
+                prefixes: vec!["/a/b".into()],
+                backend: Backend::Unavailable,
+            },
+        ]);
+        assert!(matches!(routes.resolve("/a/x"), Some(Backend::Peers(p)) if p[0] == "w1"));
+        assert!(matches!(
+            routes.resolve("/a/b/c"),
+            Some(Backend::Unavailable)
+        ));
+        assert!(routes.resolve("/ab").is_none());
+        routes.replace(Vec::new());
+        assert!(routes.resolve("/a/x").is_none());
     }
 }

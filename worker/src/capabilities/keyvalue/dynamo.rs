@@ -19,7 +19,6 @@ use aws_sdk_dynamodb::types::{
 
 use self::chunks::{CHUNK_BYTES, Generation};
 use super::{KeyPage, KeyValue, KvError, LIST_PAGE_SIZE, increment_by_cas};
-use crate::binding::{BindingError, ProviderOptions};
 
 const NAME: &str = "dynamo";
 const PK: &str = "pk";
@@ -61,32 +60,7 @@ impl Stored {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DynamoConfig {
-    pub table: String,
-    pub region: Option<String>,
-    pub endpoint: Option<String>,
-    /// Create the table (on-demand billing) when it does not exist.
-    pub create_table: bool,
-}
-
-impl DynamoConfig {
-    pub fn from_options(opts: &mut ProviderOptions) -> Result<Self, BindingError> {
-        let create_table = match opts.take("create_table").as_deref() {
-            None | Some("true") => true,
-            Some("false") => false,
-            Some(_) => return Err(opts.invalid("create_table", "expected true or false")),
-        };
-        Ok(Self {
-            table: opts
-                .take("table")
-                .unwrap_or_else(|| "stratus-kv".to_string()),
-            region: opts.take("region"),
-            endpoint: opts.take("endpoint"),
-            create_table,
-        })
-    }
-}
+pub use stratus_proto::providers::DynamoConfig;
 
 pub struct DynamoStore {
     client: Client,

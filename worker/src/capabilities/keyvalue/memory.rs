@@ -11,7 +11,7 @@ use std::sync::{Mutex, MutexGuard};
 use super::{KeyPage, KeyValue, KvError, LIST_PAGE_SIZE, add_counter, parse_counter};
 
 /// What a store holds unless its binding says otherwise (`max_mb`).
-pub const DEFAULT_CAPACITY: usize = 256 << 20;
+pub use stratus_proto::providers::MEMORY_DEFAULT_CAPACITY as DEFAULT_CAPACITY;
 
 #[derive(Default)]
 struct Map {

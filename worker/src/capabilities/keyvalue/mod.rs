@@ -12,31 +12,15 @@ mod redis;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::binding::{BindingError, Kind, ProviderSpec};
+use crate::binding::{BindingError, ProviderSpec};
 
-pub use self::dynamo::{DynamoConfig, DynamoStore};
+pub use self::dynamo::DynamoStore;
 pub use self::embedded::EmbeddedStore;
 pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
 
-/// The `wasi:keyvalue` revisions the host serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum KvRevision {
-    /// `0.2.0-draft`: wasmtime's own crates and wasmCloud.
-    Draft,
-    /// `0.2.0-draft2`: Spin (adds compare-and-swap, string cursors, signed increment).
-    Draft2,
-}
-
-impl KvRevision {
-    pub fn from_version(v: &str) -> Option<Self> {
-        match v {
-            "0.2.0-draft" => Some(Self::Draft),
-            "0.2.0-draft2" => Some(Self::Draft2),
-            _ => None,
-        }
-    }
-}
+pub use stratus_proto::interfaces::KvRevision;
+pub use stratus_proto::providers::{DynamoConfig, KvProvider};
 
 /// How many keys one `list-keys` page returns at most (a hint for Redis, whose `HSCAN`
 /// may return a few more).
@@ -190,74 +174,19 @@ pub(crate) async fn increment_by_cas<S: KeyValue + ?Sized>(
     ))
 }
 
-pub const PROVIDERS: &str = "memory, embedded, redis, dynamo";
-
-/// A key-value binding's provider with its options checked, not yet connected.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KvProvider {
-    Memory {
-        /// Bytes of namespaces, keys and values it holds at most.
-        capacity: usize,
-    },
-    /// `None`: `kv.redb` in the worker's data directory.
-    Embedded {
-        path: Option<std::path::PathBuf>,
-    },
-    Redis {
-        url: String,
-    },
-    Dynamo(DynamoConfig),
-}
-
-impl KvProvider {
-    /// Checks the type tag and options without connecting, so a control plane can refuse
-    /// a bad binding at deploy time.
-    pub fn parse(spec: &ProviderSpec) -> Result<Self, BindingError> {
-        let mut opts = spec.clone().into_options();
-        let provider = match spec.provider.as_str() {
-            "memory" => Self::Memory {
-                capacity: match opts.take("max_mb") {
-                    None => memory::DEFAULT_CAPACITY,
-                    Some(mb) => mb
-                        .parse::<usize>()
-                        .ok()
-                        .filter(|mb| (1..=1 << 20).contains(mb))
-                        .map(|mb| mb << 20)
-                        .ok_or_else(|| opts.invalid("max_mb", "expected MiB from 1 to 1048576"))?,
-                },
-            },
-            "embedded" => Self::Embedded {
-                path: opts.take("path").map(std::path::PathBuf::from),
-            },
-            "redis" => Self::Redis {
-                url: opts
-                    .take("url")
-                    .unwrap_or_else(|| "redis://127.0.0.1:6379".to_string()),
-            },
-            "dynamo" | "dynamodb" => Self::Dynamo(DynamoConfig::from_options(&mut opts)?),
-            other => {
-                return Err(BindingError::UnknownProvider {
-                    kind: Kind::KeyValue,
-                    provider: other.to_string(),
-                    known: PROVIDERS,
-                });
-            }
-        };
-        opts.finish()?;
-        Ok(provider)
-    }
-
-    /// Connects (or opens) the provider.
-    pub async fn open(self, data_dir: &std::path::Path) -> Result<Arc<dyn KeyValue>, KvError> {
-        Ok(match self {
-            Self::Memory { capacity } => Arc::new(MemoryStore::with_capacity(capacity)),
-            Self::Embedded { path } => Arc::new(EmbeddedStore::open(
-                &path.unwrap_or_else(|| data_dir.join("kv.redb")),
-            )?),
-            Self::Redis { url } => Arc::new(RedisStore::connect(&url).await?),
-            Self::Dynamo(config) => Arc::new(DynamoStore::connect(config).await?),
-        })
-    }
+/// Connects (or opens) a checked provider.
+pub async fn open(
+    provider: KvProvider,
+    data_dir: &std::path::Path,
+) -> Result<Arc<dyn KeyValue>, KvError> {
+    Ok(match provider {
+        KvProvider::Memory { capacity } => Arc::new(MemoryStore::with_capacity(capacity)),
+        KvProvider::Embedded { path } => Arc::new(EmbeddedStore::open(
+            &path.unwrap_or_else(|| data_dir.join("kv.redb")),
+        )?),
+        KvProvider::Redis { url } => Arc::new(RedisStore::connect(&url).await?),
+        KvProvider::Dynamo(config) => Arc::new(DynamoStore::connect(config).await?),
+    })
 }
 
 /// Opens the provider a binding names, failing on unknown providers or options.
@@ -265,7 +194,7 @@ pub async fn open_provider(
     spec: &ProviderSpec,
     data_dir: &std::path::Path,
 ) -> Result<Arc<dyn KeyValue>, OpenError> {
-    Ok(KvProvider::parse(spec)?.open(data_dir).await?)
+    Ok(open(KvProvider::parse(spec)?, data_dir).await?)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -290,38 +219,5 @@ impl KvBindings {
 
     pub fn resolve(&self, bucket: &str) -> Option<Arc<dyn KeyValue>> {
         self.buckets.get(bucket).or(self.default.as_ref()).cloned()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-
-    use super::*;
-    use crate::binding::Binding;
-
-    fn parse(binding: &str) -> Result<KvProvider, BindingError> {
-        match binding.parse::<Binding>().unwrap() {
-            Binding::KeyValue { provider, .. } => KvProvider::parse(&provider),
-            Binding::Config { .. } => panic!("not a key-value binding"),
-        }
-    }
-
-    #[test]
-    fn a_memory_store_holds_what_its_binding_says() {
-        assert_eq!(
-            parse("kv=memory").unwrap(),
-            KvProvider::Memory {
-                capacity: memory::DEFAULT_CAPACITY
-            }
-        );
-        assert_eq!(
-            parse("kv=memory:max_mb=8").unwrap(),
-            KvProvider::Memory { capacity: 8 << 20 }
-        );
-        for bad in ["0", "-1", "lots", "1048577"] {
-            let refused = parse(&format!("kv=memory:max_mb={bad}")).unwrap_err();
-            assert!(refused.to_string().contains("max_mb"), "{refused}");
-        }
     }
 }

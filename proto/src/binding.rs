@@ -1,6 +1,6 @@
 //! Binding specs: which provider serves which capability of an app.
 //!
-//! The syntax is shared by `fnctl dev` and (later) `fnctl deploy`:
+//! The syntax is shared by `fnctl dev`, `fnctl deploy`, the control plane and workers:
 //! `KIND[.NAME]=PROVIDER[:OPT=VAL,OPT=VAL]`, e.g. `kv=redis:url=redis://127.0.0.1:6379`
 //! or `kv.cache=memory`. Config values are bound as `config.KEY=VALUE`, where the whole
 //! right-hand side is the value.

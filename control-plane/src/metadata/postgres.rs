@@ -7,7 +7,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, R
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{NoTls, error::SqlState};
 
-use super::{Database, Row, StoreError, Tx, Value};
+use super::{Database, MetadataError, Row, Tx, Value};
 
 /// Serializes schema migrations across control-plane replicas sharing a database.
 const MIGRATION_LOCK: i64 = 0x0053_5452_4154_5553; // "STRATUS"
@@ -20,16 +20,16 @@ pub struct PostgresDb {
 impl PostgresDb {
     /// `url` is a libpq-style URL or key=value string; `schema`, if set, is created on
     /// migration and used as the search path, so several stacks can share one database.
-    pub fn connect(url: &str, schema: Option<&str>) -> Result<Self, StoreError> {
+    pub fn connect(url: &str, schema: Option<&str>) -> Result<Self, MetadataError> {
         let mut config = tokio_postgres::Config::from_str(url)
-            .map_err(|e| StoreError::Backend(format!("invalid Postgres URL: {e}")))?;
+            .map_err(|e| MetadataError::Backend(format!("invalid Postgres URL: {e}")))?;
         config.connect_timeout(Duration::from_secs(5));
         if let Some(schema) = schema {
             if !schema
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '_')
             {
-                return Err(StoreError::Backend(format!(
+                return Err(MetadataError::Backend(format!(
                     "invalid schema name `{schema}`: use letters, digits and `_`"
                 )));
             }
@@ -48,7 +48,7 @@ impl PostgresDb {
             .wait_timeout(Some(Duration::from_secs(10)))
             .create_timeout(Some(Duration::from_secs(5)))
             .build()
-            .map_err(|e| StoreError::Backend(format!("building the Postgres pool: {e}")))?;
+            .map_err(|e| MetadataError::Backend(format!("building the Postgres pool: {e}")))?;
         Ok(Self {
             pool,
             schema: schema.map(str::to_string),
@@ -58,19 +58,19 @@ impl PostgresDb {
 
 #[async_trait::async_trait]
 impl Database for PostgresDb {
-    async fn begin(&self) -> Result<Box<dyn Tx + '_>, StoreError> {
+    async fn begin(&self) -> Result<Box<dyn Tx + '_>, MetadataError> {
         let client = self
             .pool
             .get()
             .await
-            .map_err(|e| StoreError::Backend(format!("Postgres unavailable: {e}")))?;
+            .map_err(|e| MetadataError::Backend(format!("Postgres unavailable: {e}")))?;
         client.batch_execute("BEGIN").await.map_err(map_err)?;
         Ok(Box::new(PgTx {
             client: Some(client),
         }))
     }
 
-    async fn migrate(&self) -> Result<(), StoreError> {
+    async fn migrate(&self) -> Result<(), MetadataError> {
         let mut tx = self.begin().await?;
         tx.query(
             "SELECT pg_advisory_xact_lock($1)",
@@ -92,10 +92,10 @@ struct PgTx {
 }
 
 impl PgTx {
-    fn client(&self) -> Result<&Object, StoreError> {
+    fn client(&self) -> Result<&Object, MetadataError> {
         self.client
             .as_ref()
-            .ok_or_else(|| StoreError::Backend("transaction already finished".into()))
+            .ok_or_else(|| MetadataError::Backend("transaction already finished".into()))
     }
 }
 
@@ -120,7 +120,7 @@ impl Drop for PgTx {
 
 #[async_trait::async_trait]
 impl Tx for PgTx {
-    async fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, StoreError> {
+    async fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, MetadataError> {
         let client = self.client()?;
         let stmt = client.prepare_cached(sql).await.map_err(map_err)?;
         let owned = to_sql(params);
@@ -128,7 +128,7 @@ impl Tx for PgTx {
         rows.iter().map(from_row).collect()
     }
 
-    async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, StoreError> {
+    async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, MetadataError> {
         let client = self.client()?;
         if params.is_empty() {
             // DDL and the like: no statement to cache.
@@ -140,11 +140,11 @@ impl Tx for PgTx {
         client.execute(&stmt, &refs(&owned)).await.map_err(map_err)
     }
 
-    async fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
+    async fn commit(mut self: Box<Self>) -> Result<(), MetadataError> {
         let client = self
             .client
             .take()
-            .ok_or_else(|| StoreError::Backend("transaction already finished".into()))?;
+            .ok_or_else(|| MetadataError::Backend("transaction already finished".into()))?;
         match client.batch_execute("COMMIT").await {
             Ok(()) => Ok(()),
             Err(e) => {
@@ -175,7 +175,7 @@ fn refs(owned: &[Box<dyn ToSql + Sync + Send>]) -> Vec<&(dyn ToSql + Sync)> {
         .collect()
 }
 
-fn from_row(row: &tokio_postgres::Row) -> Result<Row, StoreError> {
+fn from_row(row: &tokio_postgres::Row) -> Result<Row, MetadataError> {
     let mut out = Vec::with_capacity(row.len());
     for (i, column) in row.columns().iter().enumerate() {
         let value = match *column.type_() {
@@ -188,7 +188,7 @@ fn from_row(row: &tokio_postgres::Row) -> Result<Row, StoreError> {
                 .map(|v| v.map(Value::Text)),
             Type::VOID => Ok(None),
             ref other => {
-                return Err(StoreError::Backend(format!(
+                return Err(MetadataError::Backend(format!(
                     "unexpected column type {other} in result"
                 )));
             }
@@ -199,13 +199,13 @@ fn from_row(row: &tokio_postgres::Row) -> Result<Row, StoreError> {
     Ok(out)
 }
 
-fn map_err(e: tokio_postgres::Error) -> StoreError {
+fn map_err(e: tokio_postgres::Error) -> MetadataError {
     match e.as_db_error() {
-        Some(db) if *db.code() == SqlState::UNIQUE_VIOLATION => StoreError::Conflict(format!(
+        Some(db) if *db.code() == SqlState::UNIQUE_VIOLATION => MetadataError::Conflict(format!(
             "already exists ({})",
             db.constraint().unwrap_or("unique key")
         )),
-        Some(db) => StoreError::Backend(format!("Postgres: {}", db.message())),
-        None => StoreError::Backend(format!("Postgres: {e}")),
+        Some(db) => MetadataError::Backend(format!("Postgres: {}", db.message())),
+        None => MetadataError::Backend(format!("Postgres: {e}")),
     }
 }

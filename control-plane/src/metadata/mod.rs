@@ -5,16 +5,27 @@
 mod embedded;
 mod migrations;
 mod postgres;
+mod records;
+mod rules;
+mod scheduling;
+mod sql;
+mod workers;
 
 use std::sync::Arc;
 
-use stratus_worker::binding::Binding;
+use stratus_proto::binding::Binding;
 
 pub use self::embedded::EmbeddedDb;
 pub use self::postgres::PostgresDb;
+pub use self::records::{App, AppChange, Deployment, NewVersion, Page, Replicas, Version};
+use self::rules::{apply_change, check_routes};
+pub use self::scheduling::{AppSlot, Cluster, PassReport, Placement, PlacementChanges, WorkerSlot};
+pub use self::sql::{Database, Row, Tx, Value};
+use self::sql::{first, int, now, text};
+pub use self::workers::{AppStatus, PlacementStatus, WorkerInfo, WorkerRecord, WorkerState};
 
 #[derive(Debug, thiserror::Error)]
-pub enum StoreError {
+pub enum MetadataError {
     #[error("{0} not found")]
     NotFound(String),
     #[error("{0}")]
@@ -26,144 +37,36 @@ pub enum StoreError {
     Backend(String),
 }
 
-/// A value crossing the driver boundary; every integer column is 64-bit.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Value {
-    Int(i64),
-    Text(String),
-    Null,
-}
-
-impl From<&str> for Value {
-    fn from(s: &str) -> Self {
-        Value::Text(s.to_string())
-    }
-}
-impl From<String> for Value {
-    fn from(s: String) -> Self {
-        Value::Text(s)
-    }
-}
-impl From<i64> for Value {
-    fn from(n: i64) -> Self {
-        Value::Int(n)
-    }
-}
-
-pub type Row = Vec<Value>;
-
-/// One open transaction. Dropping it without [`Tx::commit`] rolls it back.
-#[async_trait::async_trait]
-pub trait Tx: Send {
-    async fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, StoreError>;
-    async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, StoreError>;
-    async fn commit(self: Box<Self>) -> Result<(), StoreError>;
-}
-
-/// A SQL backend. Statements use `$1, $2, …` in order of first use, which both
-/// PostgreSQL and SQLite accept.
-#[async_trait::async_trait]
-pub trait Database: Send + Sync {
-    /// A transaction (read committed is enough: writers to one app serialize on its row
-    /// lock, taken first by every change).
-    async fn begin(&self) -> Result<Box<dyn Tx + '_>, StoreError>;
-    /// Applies [`migrations::MIGRATIONS`] not yet applied, safe against other replicas
-    /// migrating at the same moment.
-    async fn migrate(&self) -> Result<(), StoreError>;
-}
-
-/// An app as the API shows it.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct App {
-    pub name: String,
-    pub live_version: Option<i64>,
-    pub bindings: Vec<String>,
-    pub routes: Vec<String>,
-    pub created_at: i64,
-    pub updated_at: i64,
-}
-
-/// An immutable uploaded version of an app.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct Version {
-    pub version: i64,
-    pub digest: String,
-    pub size_bytes: i64,
-    pub imports: Vec<String>,
-    pub created_at: i64,
-}
-
-/// A version being added by a deploy.
-#[derive(Debug, Clone)]
-pub struct NewVersion {
-    pub digest: String,
-    pub size_bytes: i64,
-    pub imports: Vec<String>,
-}
-
-/// Changes to an app's mutable state, applied together or not at all.
-#[derive(Debug, Clone, Default)]
-pub struct AppChange {
-    pub live_version: Option<i64>,
-    /// Replace all bindings.
-    pub bindings: Option<Vec<Binding>>,
-    /// Set or replace single bindings by name, after `bindings`.
-    pub set_bindings: Vec<Binding>,
-    /// Remove bindings by name (`kv`, `kv.cache`, `config.KEY`).
-    pub remove_bindings: Vec<String>,
-    /// Replace all HTTP routes.
-    pub routes: Option<Vec<String>>,
-}
-
-/// What a worker must run for one live app.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Deployment {
-    pub tenant: String,
-    pub app: App,
-    pub version: Version,
-}
-
-impl Deployment {
-    /// Identifies the app across tenants, e.g. for a worker's route table.
-    pub fn key(&self) -> String {
-        format!("{}/{}", self.tenant, self.app.name)
-    }
-}
-
-/// A page of a listing and where the next one starts.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct Page<T> {
-    pub items: Vec<T>,
-    pub next_cursor: Option<String>,
-}
-
 /// The metadata store: every query is scoped by tenant, so ids from another tenant
 /// simply do not exist.
 #[derive(Clone)]
-pub struct Store {
+pub struct Metadata {
     db: Arc<dyn Database>,
 }
 
-const APP_COLUMNS: &str = "id, name, live_version, created_at, updated_at";
+const APP_COLUMNS: &str =
+    "id, name, live_version, created_at, updated_at, pool, replicas, revision";
 
-impl Store {
-    pub async fn new(db: Arc<dyn Database>) -> Result<Self, StoreError> {
+impl Metadata {
+    pub async fn new(db: Arc<dyn Database>) -> Result<Self, MetadataError> {
         db.migrate().await?;
         Ok(Self { db })
     }
 
-    pub async fn create_app(&self, tenant: &str, name: &str) -> Result<App, StoreError> {
+    pub async fn create_app(&self, tenant: &str, name: &str) -> Result<App, MetadataError> {
         let mut tx = self.db.begin().await?;
         ensure_tenant(tx.as_mut(), tenant).await?;
         let Some(id) = insert_app(tx.as_mut(), tenant, name).await? else {
-            return Err(StoreError::Conflict(format!("app `{name}` already exists")));
+            return Err(MetadataError::Conflict(format!(
+                "app `{name}` already exists"
+            )));
         };
         let app = load_app(tx.as_mut(), &id).await?;
         tx.commit().await?;
         Ok(app)
     }
 
-    pub async fn get_app(&self, tenant: &str, name: &str) -> Result<App, StoreError> {
+    pub async fn get_app(&self, tenant: &str, name: &str) -> Result<App, MetadataError> {
         let mut tx = self.db.begin().await?;
         let id = app_id(tx.as_mut(), tenant, name).await?;
         let app = load_app(tx.as_mut(), &id).await?;
@@ -176,7 +79,7 @@ impl Store {
         tenant: &str,
         after: Option<&str>,
         limit: u32,
-    ) -> Result<Page<App>, StoreError> {
+    ) -> Result<Page<App>, MetadataError> {
         let mut tx = self.db.begin().await?;
         let rows = tx
             .query(
@@ -199,10 +102,11 @@ impl Store {
 
     /// Deletes the app with its versions, bindings and triggers. Component bytes stay
     /// in the registry: they are content-addressed and may be shared.
-    pub async fn delete_app(&self, tenant: &str, name: &str) -> Result<(), StoreError> {
+    pub async fn delete_app(&self, tenant: &str, name: &str) -> Result<(), MetadataError> {
         let mut tx = self.db.begin().await?;
         let id = lock_app(tx.as_mut(), tenant, name).await?;
-        for table in ["triggers", "bindings", "versions"] {
+        workers::bump_app_pool(tx.as_mut(), &id).await?;
+        for table in ["placements", "triggers", "bindings", "versions"] {
             tx.execute(
                 &format!("DELETE FROM {table} WHERE app_id = $1"),
                 &[id.as_str().into()],
@@ -223,7 +127,7 @@ impl Store {
         new: NewVersion,
         mut change: AppChange,
         activate: bool,
-    ) -> Result<(App, Version), StoreError> {
+    ) -> Result<(App, Version), MetadataError> {
         let mut tx = self.db.begin().await?;
         ensure_tenant(tx.as_mut(), tenant).await?;
         // Two first deploys of one app race here: one inserts, both then lock the row.
@@ -237,7 +141,7 @@ impl Store {
             .await?;
         let number = int(first(&rows)?, 0)?;
         let imports = serde_json::to_string(&new.imports)
-            .map_err(|e| StoreError::Backend(format!("encoding imports: {e}")))?;
+            .map_err(|e| MetadataError::Backend(format!("encoding imports: {e}")))?;
         tx.execute(
             "INSERT INTO versions (app_id, number, digest, size_bytes, imports, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
             &[
@@ -267,7 +171,7 @@ impl Store {
         tenant: &str,
         name: &str,
         routes: &[String],
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), MetadataError> {
         let mut tx = self.db.begin().await?;
         let id = find_app(tx.as_mut(), tenant, name)
             .await?
@@ -278,7 +182,11 @@ impl Store {
 
     /// Whether any app of `tenant` has a version with these bytes. Deploy reports
     /// deduplication per tenant, so it never reveals what other tenants uploaded.
-    pub async fn tenant_has_digest(&self, tenant: &str, digest: &str) -> Result<bool, StoreError> {
+    pub async fn tenant_has_digest(
+        &self,
+        tenant: &str,
+        digest: &str,
+    ) -> Result<bool, MetadataError> {
         let mut tx = self.db.begin().await?;
         let rows = tx
             .query(
@@ -296,7 +204,7 @@ impl Store {
         name: &str,
         after: Option<i64>,
         limit: u32,
-    ) -> Result<Page<Version>, StoreError> {
+    ) -> Result<Page<Version>, MetadataError> {
         let mut tx = self.db.begin().await?;
         let id = app_id(tx.as_mut(), tenant, name).await?;
         let rows = tx
@@ -325,7 +233,7 @@ impl Store {
         tenant: &str,
         name: &str,
         number: i64,
-    ) -> Result<Version, StoreError> {
+    ) -> Result<Version, MetadataError> {
         let mut tx = self.db.begin().await?;
         let id = app_id(tx.as_mut(), tenant, name).await?;
         let version = load_version(tx.as_mut(), &id, number).await?;
@@ -339,7 +247,7 @@ impl Store {
         tenant: &str,
         name: &str,
         change: AppChange,
-    ) -> Result<App, StoreError> {
+    ) -> Result<App, MetadataError> {
         let mut tx = self.db.begin().await?;
         let id = lock_app(tx.as_mut(), tenant, name).await?;
         apply_change(tx.as_mut(), &id, change).await?;
@@ -353,7 +261,7 @@ impl Store {
         &self,
         tenant: &str,
         name: &str,
-    ) -> Result<Option<Deployment>, StoreError> {
+    ) -> Result<Option<Deployment>, MetadataError> {
         let mut tx = self.db.begin().await?;
         let id = app_id(tx.as_mut(), tenant, name).await?;
         let deployment = deployment_of(tx.as_mut(), tenant, &id).await?;
@@ -362,7 +270,7 @@ impl Store {
     }
 
     /// Every live deployment of every tenant: what workers must run.
-    pub async fn deployments(&self) -> Result<Vec<Deployment>, StoreError> {
+    pub async fn deployments(&self) -> Result<Vec<Deployment>, MetadataError> {
         let mut tx = self.db.begin().await?;
         let rows = tx
             .query(
@@ -387,7 +295,7 @@ async fn deployment_of(
     tx: &mut dyn Tx,
     tenant: &str,
     id: &str,
-) -> Result<Option<Deployment>, StoreError> {
+) -> Result<Option<Deployment>, MetadataError> {
     let app = load_app(tx, id).await?;
     let Some(live) = app.live_version else {
         return Ok(None);
@@ -400,121 +308,7 @@ async fn deployment_of(
     }))
 }
 
-async fn apply_change(tx: &mut dyn Tx, id: &str, change: AppChange) -> Result<(), StoreError> {
-    if let Some(live) = change.live_version {
-        // Fails with NotFound for a version this app does not have.
-        load_version(tx, id, live).await?;
-        tx.execute(
-            "UPDATE apps SET live_version = $1 WHERE id = $2",
-            &[live.into(), id.into()],
-        )
-        .await?;
-    }
-    let rebinding = change.bindings.is_some()
-        || !change.set_bindings.is_empty()
-        || !change.remove_bindings.is_empty();
-    let mut bindings: Vec<Binding> = match change.bindings {
-        Some(b) => b,
-        None => load_bindings(tx, id).await?,
-    };
-    for name in &change.remove_bindings {
-        let before = bindings.len();
-        bindings.retain(|b| &b.name() != name);
-        if bindings.len() == before {
-            return Err(StoreError::NotFound(format!("binding `{name}`")));
-        }
-    }
-    for b in change.set_bindings {
-        bindings.retain(|old| old.name() != b.name());
-        bindings.push(b);
-    }
-    if rebinding {
-        stratus_worker::capabilities::Capabilities::check(&bindings).map_err(|e| {
-            StoreError::Refused {
-                code: "invalid_binding",
-                message: e.to_string(),
-            }
-        })?;
-        tx.execute("DELETE FROM bindings WHERE app_id = $1", &[id.into()])
-            .await?;
-        for b in &bindings {
-            tx.execute(
-                "INSERT INTO bindings (app_id, name, spec) VALUES ($1, $2, $3)",
-                &[id.into(), b.name().into(), b.to_string().into()],
-            )
-            .await?;
-        }
-    }
-    if let Some(routes) = change.routes {
-        tx.execute(
-            "DELETE FROM triggers WHERE app_id = $1 AND kind = 'http'",
-            &[id.into()],
-        )
-        .await?;
-        check_routes(tx, id, &routes).await?;
-        for route in routes {
-            tx.execute(
-                "INSERT INTO triggers (app_id, kind, key, spec) VALUES ($1, 'http', $2, '{}')",
-                &[id.into(), route.into()],
-            )
-            .await?;
-        }
-    }
-    tx.execute(
-        "UPDATE apps SET updated_at = $1 WHERE id = $2",
-        &[now().into(), id.into()],
-    )
-    .await?;
-    // The rule every change must keep: the live version's imports are all bound.
-    let rows = tx
-        .query("SELECT live_version FROM apps WHERE id = $1", &[id.into()])
-        .await?;
-    let live = match first(&rows)?.first() {
-        Some(Value::Int(n)) => Some(*n),
-        _ => None,
-    };
-    if let Some(live) = live {
-        let version = load_version(tx, id, live).await?;
-        stratus_worker::runtime::check_imports(
-            version.imports.iter().map(String::as_str),
-            &bindings,
-        )
-        .map_err(|e| StoreError::Refused {
-            code: "missing_binding",
-            message: format!("version {live}: {e}"),
-        })?;
-    }
-    Ok(())
-}
-
-/// Refuses routes that overlap another app's: equal, or one a prefix of the other at a
-/// segment boundary (else `/shop/checkout` could take part of another tenant's `/shop`).
-async fn check_routes(tx: &mut dyn Tx, id: &str, routes: &[String]) -> Result<(), StoreError> {
-    if routes.is_empty() {
-        return Ok(());
-    }
-    let taken = tx
-        .query(
-            "SELECT key FROM triggers WHERE kind = 'http' AND app_id <> $1",
-            &[id.into()],
-        )
-        .await?;
-    for row in &taken {
-        let other = text(row, 0)?;
-        if let Some(route) = routes
-            .iter()
-            .find(|r| stratus_worker::trigger::routes::routes_overlap(r, &other))
-        {
-            // Never say which app holds it: it may belong to another tenant.
-            return Err(StoreError::Conflict(format!(
-                "route `{route}` overlaps a route another app serves"
-            )));
-        }
-    }
-    Ok(())
-}
-
-async fn ensure_tenant(tx: &mut dyn Tx, tenant: &str) -> Result<(), StoreError> {
+async fn ensure_tenant(tx: &mut dyn Tx, tenant: &str) -> Result<(), MetadataError> {
     tx.execute(
         "INSERT INTO tenants (id, created_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
         &[tenant.into(), now().into()],
@@ -528,7 +322,7 @@ async fn insert_app(
     tx: &mut dyn Tx,
     tenant: &str,
     name: &str,
-) -> Result<Option<String>, StoreError> {
+) -> Result<Option<String>, MetadataError> {
     let id = uuid::Uuid::new_v4().to_string();
     let inserted = tx
         .query(
@@ -541,7 +335,7 @@ async fn insert_app(
 
 /// Finds the app and takes its row lock for the rest of the transaction, so changes
 /// to one app (bindings read-modify-write, version numbers) never interleave.
-async fn lock_app(tx: &mut dyn Tx, tenant: &str, name: &str) -> Result<String, StoreError> {
+async fn lock_app(tx: &mut dyn Tx, tenant: &str, name: &str) -> Result<String, MetadataError> {
     let rows = tx
         .query(
             "UPDATE apps SET updated_at = updated_at WHERE tenant = $1 AND name = $2 RETURNING id",
@@ -550,11 +344,15 @@ async fn lock_app(tx: &mut dyn Tx, tenant: &str, name: &str) -> Result<String, S
         .await?;
     match rows.first() {
         Some(row) => text(row, 0),
-        None => Err(StoreError::NotFound(format!("app `{name}`"))),
+        None => Err(MetadataError::NotFound(format!("app `{name}`"))),
     }
 }
 
-async fn find_app(tx: &mut dyn Tx, tenant: &str, name: &str) -> Result<Option<String>, StoreError> {
+async fn find_app(
+    tx: &mut dyn Tx,
+    tenant: &str,
+    name: &str,
+) -> Result<Option<String>, MetadataError> {
     let rows = tx
         .query(
             "SELECT id FROM apps WHERE tenant = $1 AND name = $2",
@@ -564,13 +362,13 @@ async fn find_app(tx: &mut dyn Tx, tenant: &str, name: &str) -> Result<Option<St
     rows.first().map(|r| text(r, 0)).transpose()
 }
 
-async fn app_id(tx: &mut dyn Tx, tenant: &str, name: &str) -> Result<String, StoreError> {
+async fn app_id(tx: &mut dyn Tx, tenant: &str, name: &str) -> Result<String, MetadataError> {
     find_app(tx, tenant, name)
         .await?
-        .ok_or_else(|| StoreError::NotFound(format!("app `{name}`")))
+        .ok_or_else(|| MetadataError::NotFound(format!("app `{name}`")))
 }
 
-async fn load_app(tx: &mut dyn Tx, id: &str) -> Result<App, StoreError> {
+async fn load_app(tx: &mut dyn Tx, id: &str) -> Result<App, MetadataError> {
     let rows = tx
         .query(
             &format!("SELECT {APP_COLUMNS} FROM apps WHERE id = $1"),
@@ -596,12 +394,15 @@ async fn load_app(tx: &mut dyn Tx, id: &str) -> Result<App, StoreError> {
         },
         bindings: bindings.iter().map(ToString::to_string).collect(),
         routes,
+        pool: text(row, 5)?,
+        replicas: Replicas::from_db(int(row, 6)?),
+        revision: int(row, 7)?,
         created_at: int(row, 3)?,
         updated_at: int(row, 4)?,
     })
 }
 
-async fn load_bindings(tx: &mut dyn Tx, id: &str) -> Result<Vec<Binding>, StoreError> {
+async fn load_bindings(tx: &mut dyn Tx, id: &str) -> Result<Vec<Binding>, MetadataError> {
     tx.query(
         "SELECT spec FROM bindings WHERE app_id = $1 ORDER BY name",
         &[id.into()],
@@ -611,12 +412,12 @@ async fn load_bindings(tx: &mut dyn Tx, id: &str) -> Result<Vec<Binding>, StoreE
     .map(|r| {
         text(r, 0)?
             .parse()
-            .map_err(|e| StoreError::Backend(format!("stored binding unreadable: {e}")))
+            .map_err(|e| MetadataError::Backend(format!("stored binding unreadable: {e}")))
     })
     .collect()
 }
 
-async fn load_version(tx: &mut dyn Tx, id: &str, number: i64) -> Result<Version, StoreError> {
+async fn load_version(tx: &mut dyn Tx, id: &str, number: i64) -> Result<Version, MetadataError> {
     let rows = tx
         .query(
             &format!("SELECT {VERSION_COLUMNS} FROM versions WHERE app_id = $1 AND number = $2"),
@@ -625,17 +426,17 @@ async fn load_version(tx: &mut dyn Tx, id: &str, number: i64) -> Result<Version,
         .await?;
     match rows.first() {
         Some(row) => version_from_row(row),
-        None => Err(StoreError::NotFound(format!("version {number}"))),
+        None => Err(MetadataError::NotFound(format!("version {number}"))),
     }
 }
 
-fn version_from_row(row: &Row) -> Result<Version, StoreError> {
+fn version_from_row(row: &Row) -> Result<Version, MetadataError> {
     Ok(Version {
         version: int(row, 0)?,
         digest: text(row, 1)?,
         size_bytes: int(row, 2)?,
         imports: serde_json::from_str(&text(row, 3)?)
-            .map_err(|e| StoreError::Backend(format!("stored imports unreadable: {e}")))?,
+            .map_err(|e| MetadataError::Backend(format!("stored imports unreadable: {e}")))?,
         created_at: int(row, 4)?,
     })
 }
@@ -646,35 +447,4 @@ fn next_cursor<T>(items: &[T], limit: u32, key: impl Fn(&T) -> String) -> Option
     } else {
         None
     }
-}
-
-fn first(rows: &[Row]) -> Result<&Row, StoreError> {
-    rows.first()
-        .ok_or_else(|| StoreError::Backend("expected a row, got none".into()))
-}
-
-fn text(row: &Row, i: usize) -> Result<String, StoreError> {
-    match row.get(i) {
-        Some(Value::Text(s)) => Ok(s.clone()),
-        other => Err(StoreError::Backend(format!(
-            "column {i}: expected text, got {other:?}"
-        ))),
-    }
-}
-
-fn int(row: &Row, i: usize) -> Result<i64, StoreError> {
-    match row.get(i) {
-        Some(Value::Int(n)) => Ok(*n),
-        other => Err(StoreError::Backend(format!(
-            "column {i}: expected an integer, got {other:?}"
-        ))),
-    }
-}
-
-/// Milliseconds since the Unix epoch.
-pub(crate) fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }

@@ -1,10 +1,11 @@
-//! The runtime limits `fnctl dev` and `fnctl up` share as flags.
+//! The runtime limits as command-line flags, shared by `stratus-worker`, `fnctl dev`
+//! and `fnctl up`.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::runtime::RuntimeConfig;
 use clap::Args;
-use stratus_worker::runtime::RuntimeConfig;
 
 #[derive(Args, Debug, Clone)]
 pub struct LimitArgs {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use rusqlite::types::{Value as SqlValue, ValueRef};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use super::{Database, Row, StoreError, Tx, Value};
+use super::{Database, MetadataError, Row, Tx, Value};
 
 /// One connection behind a lock: SQLite has a single writer anyway, and the statements
 /// are small, so running them inline costs less than hopping to a blocking thread.
@@ -16,10 +16,10 @@ pub struct EmbeddedDb {
 }
 
 impl EmbeddedDb {
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
+    pub fn open(path: &Path) -> Result<Self, MetadataError> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)
-                .map_err(|e| StoreError::Backend(format!("creating {}: {e}", dir.display())))?;
+                .map_err(|e| MetadataError::Backend(format!("creating {}: {e}", dir.display())))?;
         }
         let conn = rusqlite::Connection::open(path).map_err(map_err)?;
         conn.execute_batch(
@@ -34,7 +34,7 @@ impl EmbeddedDb {
 
 #[async_trait::async_trait]
 impl Database for EmbeddedDb {
-    async fn begin(&self) -> Result<Box<dyn Tx + '_>, StoreError> {
+    async fn begin(&self) -> Result<Box<dyn Tx + '_>, MetadataError> {
         let conn = self.conn.clone().lock_owned().await;
         conn.execute_batch("BEGIN IMMEDIATE").map_err(map_err)?;
         Ok(Box::new(SqliteTx {
@@ -43,7 +43,7 @@ impl Database for EmbeddedDb {
         }))
     }
 
-    async fn migrate(&self) -> Result<(), StoreError> {
+    async fn migrate(&self) -> Result<(), MetadataError> {
         // BEGIN IMMEDIATE takes SQLite's write lock: other processes wait.
         let mut tx = self.begin().await?;
         super::migrations::apply(tx.as_mut()).await?;
@@ -84,7 +84,7 @@ fn params(values: &[Value]) -> Vec<SqlValue> {
 
 #[async_trait::async_trait]
 impl Tx for SqliteTx {
-    async fn query(&mut self, sql: &str, values: &[Value]) -> Result<Vec<Row>, StoreError> {
+    async fn query(&mut self, sql: &str, values: &[Value]) -> Result<Vec<Row>, MetadataError> {
         let mut stmt = self
             .conn
             .prepare_cached(&positional(sql))
@@ -102,7 +102,7 @@ impl Tx for SqliteTx {
                     ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
                     ValueRef::Null => Value::Null,
                     other => {
-                        return Err(StoreError::Backend(format!(
+                        return Err(MetadataError::Backend(format!(
                             "unexpected column type {:?}",
                             other.data_type()
                         )));
@@ -114,7 +114,7 @@ impl Tx for SqliteTx {
         Ok(out)
     }
 
-    async fn execute(&mut self, sql: &str, values: &[Value]) -> Result<u64, StoreError> {
+    async fn execute(&mut self, sql: &str, values: &[Value]) -> Result<u64, MetadataError> {
         let mut stmt = self
             .conn
             .prepare_cached(&positional(sql))
@@ -125,7 +125,7 @@ impl Tx for SqliteTx {
         Ok(n as u64)
     }
 
-    async fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
+    async fn commit(mut self: Box<Self>) -> Result<(), MetadataError> {
         self.finished = true;
         if let Err(e) = self.conn.execute_batch("COMMIT") {
             let _ = self.conn.execute_batch("ROLLBACK");
@@ -135,7 +135,7 @@ impl Tx for SqliteTx {
     }
 }
 
-fn map_err(e: rusqlite::Error) -> StoreError {
+fn map_err(e: rusqlite::Error) -> MetadataError {
     match &e {
         rusqlite::Error::SqliteFailure(code, _)
             if code.code == rusqlite::ErrorCode::ConstraintViolation
@@ -145,8 +145,8 @@ fn map_err(e: rusqlite::Error) -> StoreError {
                         | rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
                 ) =>
         {
-            StoreError::Conflict("already exists".into())
+            MetadataError::Conflict("already exists".into())
         }
-        _ => StoreError::Backend(format!("SQLite: {e}")),
+        _ => MetadataError::Backend(format!("SQLite: {e}")),
     }
 }

@@ -10,10 +10,10 @@
 
 use std::sync::Arc;
 
-use stratus_control_plane::store::{
-    AppChange, Database, EmbeddedDb, NewVersion, PostgresDb, Store, StoreError,
+use stratus_control_plane::metadata::{
+    AppChange, Database, EmbeddedDb, Metadata, MetadataError, NewVersion, PostgresDb,
 };
-use stratus_worker::binding::Binding;
+use stratus_proto::binding::Binding;
 
 fn postgres_url() -> String {
     std::env::var("STRATUS_TEST_POSTGRES_URL")
@@ -21,17 +21,17 @@ fn postgres_url() -> String {
 }
 
 /// A fresh, empty backend; the guard keeps its directory alive.
-async fn open(backend: &str) -> (Store, Option<tempfile::TempDir>) {
+async fn open(backend: &str) -> (Metadata, Option<tempfile::TempDir>) {
     match backend {
         "embedded" => {
             let dir = tempfile::tempdir().unwrap();
             let db = EmbeddedDb::open(&dir.path().join("meta.db")).unwrap();
-            (Store::new(Arc::new(db)).await.unwrap(), Some(dir))
+            (Metadata::new(Arc::new(db)).await.unwrap(), Some(dir))
         }
         "postgres" => {
             let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
             let db = PostgresDb::connect(&postgres_url(), Some(&schema)).unwrap();
-            (Store::new(Arc::new(db)).await.unwrap(), None)
+            (Metadata::new(Arc::new(db)).await.unwrap(), None)
         }
         other => panic!("unknown backend {other}"),
     }
@@ -58,7 +58,7 @@ async fn apps_are_per_tenant_and_paginated(backend: &str) {
     }
     assert!(matches!(
         store.create_app("t1", "a").await,
-        Err(StoreError::Conflict(_))
+        Err(MetadataError::Conflict(_))
     ));
     store.create_app("t2", "a").await.unwrap();
 
@@ -77,7 +77,7 @@ async fn apps_are_per_tenant_and_paginated(backend: &str) {
     );
     assert!(matches!(
         store.get_app("t3", "a").await,
-        Err(StoreError::NotFound(_))
+        Err(MetadataError::NotFound(_))
     ));
 }
 
@@ -162,7 +162,7 @@ async fn rollback_points_live_at_an_earlier_version(backend: &str) {
         )
         .await
         .unwrap_err();
-    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    assert!(matches!(err, MetadataError::NotFound(_)), "{err:?}");
     assert_eq!(
         store.get_app("t", "app").await.unwrap().live_version,
         Some(1)
@@ -217,7 +217,7 @@ async fn bindings_change_only_while_the_live_version_still_runs(backend: &str) {
     assert!(
         matches!(
             err,
-            StoreError::Refused {
+            MetadataError::Refused {
                 code: "missing_binding",
                 ..
             }
@@ -238,7 +238,7 @@ async fn bindings_change_only_while_the_live_version_still_runs(backend: &str) {
     assert!(
         matches!(
             err,
-            StoreError::Refused {
+            MetadataError::Refused {
                 code: "invalid_binding",
                 ..
             }
@@ -256,7 +256,7 @@ async fn bindings_change_only_while_the_live_version_still_runs(backend: &str) {
         )
         .await
         .unwrap_err();
-    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    assert!(matches!(err, MetadataError::NotFound(_)), "{err:?}");
     assert_eq!(
         store.get_app("t", "app").await.unwrap().bindings,
         ["kv=redis:url=redis://127.0.0.1:6379", "kv.cache=memory"]
@@ -280,7 +280,7 @@ async fn routes_are_unique_across_apps_and_tenants(backend: &str) {
         .await
         .unwrap_err();
     match err {
-        StoreError::Conflict(m) => assert!(!m.contains("t1") && !m.contains("`a`"), "{m}"),
+        MetadataError::Conflict(m) => assert!(!m.contains("t1") && !m.contains("`a`"), "{m}"),
         other => panic!("{other:?}"),
     }
     assert!(store.get_app("t2", "b").await.unwrap().routes.is_empty());
@@ -291,7 +291,7 @@ async fn routes_are_unique_across_apps_and_tenants(backend: &str) {
             .await
             .unwrap_err();
         assert!(
-            matches!(err, StoreError::Conflict(_)),
+            matches!(err, MetadataError::Conflict(_)),
             "{overlapping}: {err:?}"
         );
     }
@@ -366,11 +366,11 @@ async fn delete_removes_everything_of_the_app(backend: &str) {
     store.delete_app("t", "app").await.unwrap();
     assert!(matches!(
         store.get_app("t", "app").await,
-        Err(StoreError::NotFound(_))
+        Err(MetadataError::NotFound(_))
     ));
     assert!(matches!(
         store.delete_app("t", "app").await,
-        Err(StoreError::NotFound(_))
+        Err(MetadataError::NotFound(_))
     ));
     assert!(store.deployments().await.unwrap().is_empty());
     store.get_app("other", "app").await.unwrap();
@@ -460,7 +460,7 @@ async fn postgres_replicas_migrate_concurrently() {
         t.await.unwrap().unwrap();
     }
     let db = PostgresDb::connect(&postgres_url(), Some(&schema)).unwrap();
-    let store = Store::new(Arc::new(db)).await.unwrap();
+    let store = Metadata::new(Arc::new(db)).await.unwrap();
     store.create_app("t", "a").await.unwrap();
 }
 
@@ -470,7 +470,7 @@ async fn embedded_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("meta.db");
     {
-        let store = Store::new(Arc::new(EmbeddedDb::open(&path).unwrap()))
+        let store = Metadata::new(Arc::new(EmbeddedDb::open(&path).unwrap()))
             .await
             .unwrap();
         store
@@ -478,7 +478,7 @@ async fn embedded_survives_reopen() {
             .await
             .unwrap();
     }
-    let store = Store::new(Arc::new(EmbeddedDb::open(&path).unwrap()))
+    let store = Metadata::new(Arc::new(EmbeddedDb::open(&path).unwrap()))
         .await
         .unwrap();
     assert_eq!(
@@ -492,9 +492,9 @@ async fn embedded_survives_reopen() {
 async fn postgres_that_is_down_is_an_error_not_a_hang() {
     let db = PostgresDb::connect("postgres://postgres@127.0.0.1:1/test", None).unwrap();
     let started = std::time::Instant::now();
-    let result = Store::new(Arc::new(db)).await;
+    let result = Metadata::new(Arc::new(db)).await;
     assert!(
-        matches!(result, Err(StoreError::Backend(_))),
+        matches!(result, Err(MetadataError::Backend(_))),
         "{:?}",
         result.err()
     );

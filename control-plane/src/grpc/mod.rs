@@ -1,0 +1,254 @@
+//! The worker API (`stratus.worker.v1.WorkerControl`): what workers dial to register,
+//! heartbeat, watch their assignments, report progress, drain and fetch components.
+//! Every call carries a worker token for one pool; a worker only ever sees and changes
+//! itself, and only within that pool.
+
+mod feed;
+mod status;
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::Stream;
+use stratus_proto::pb;
+use stratus_proto::pb::worker_control_server::{WorkerControl, WorkerControlServer};
+use tonic::{Request, Response, Status};
+
+pub use self::feed::FeedHub;
+use crate::artifacts::ArtifactStore;
+use crate::auth::{Auth, AuthError, WorkerClaims};
+use crate::config::SchedulerConfig;
+use crate::metadata::{Metadata, WorkerInfo};
+use crate::nudge::Nudge;
+
+/// Bytes per `ComponentChunk`, well under gRPC's default 4 MiB message limit.
+const CHUNK: usize = 1 << 20;
+
+pub struct WorkerApi {
+    pub metadata: Metadata,
+    pub artifacts: Arc<dyn ArtifactStore>,
+    pub auth: Arc<Auth>,
+    pub hub: FeedHub,
+    pub nudge: Nudge,
+    pub scheduler: SchedulerConfig,
+}
+
+impl WorkerApi {
+    pub fn into_service(self) -> WorkerControlServer<Self> {
+        WorkerControlServer::new(self)
+    }
+
+    fn authorize<T>(&self, req: &Request<T>) -> Result<WorkerClaims, Status> {
+        let token = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .ok_or(AuthError::Missing)?;
+        Ok(self.auth.verify_worker(token.trim())?)
+    }
+
+    /// Checks that `worker` is registered in the token's pool.
+    async fn own_worker(&self, claims: &WorkerClaims, worker: &str) -> Result<(), Status> {
+        match self.metadata.worker_pool(worker).await? {
+            Some((pool, _)) if pool == claims.pool => Ok(()),
+            Some(_) => Err(Status::permission_denied(format!(
+                "this token is for pool `{}`, and worker `{worker}` is not in it",
+                claims.pool
+            ))),
+            None => Err(Status::not_found(format!(
+                "worker `{worker}` is not registered; register first"
+            ))),
+        }
+    }
+}
+
+fn check_worker_id(id: &str) -> Result<(), Status> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Status::invalid_argument(format!(
+            "invalid worker id `{id}`: use 1-128 characters from A-Z a-z 0-9 - _ ."
+        )))
+    }
+}
+
+type FeedStream = Pin<Box<dyn Stream<Item = Result<pb::AssignmentFeed, Status>> + Send>>;
+type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::ComponentChunk, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl WorkerControl for WorkerApi {
+    async fn register(
+        &self,
+        req: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::RegisterResponse>, Status> {
+        let claims = self.authorize(&req)?;
+        let r = req.into_inner();
+        check_worker_id(&r.worker_id)?;
+        if r.pool != claims.pool {
+            return Err(Status::permission_denied(format!(
+                "this token may join pool `{}`, not `{}`",
+                claims.pool, r.pool
+            )));
+        }
+        if r.http_address.parse::<std::net::SocketAddr>().is_err() {
+            return Err(Status::invalid_argument(format!(
+                "http_address `{}` is not IP:PORT",
+                r.http_address
+            )));
+        }
+        if r.labels.len() > 32
+            || r.labels
+                .iter()
+                .any(|(k, v)| k.is_empty() || k.len() > 64 || v.len() > 256)
+        {
+            return Err(Status::invalid_argument(
+                "at most 32 labels, keys of 1-64 and values of up to 256 bytes",
+            ));
+        }
+        let info = WorkerInfo {
+            id: r.worker_id,
+            pool: r.pool,
+            labels: r.labels.into_iter().collect::<BTreeMap<_, _>>(),
+            capacity: r.capacity.max(1),
+            version: r.version,
+            http_address: r.http_address,
+        };
+        self.metadata.register_worker(&info).await?;
+        tracing::info!(worker = %info.id, pool = %info.pool, address = %info.http_address, "worker registered");
+        self.nudge.changed();
+        Ok(Response::new(pb::RegisterResponse {
+            heartbeat_interval_ms: self.scheduler.heartbeat_interval_ms,
+            lost_after_ms: self.scheduler.lost_after_ms,
+        }))
+    }
+
+    async fn heartbeat(
+        &self,
+        req: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let claims = self.authorize(&req)?;
+        let r = req.into_inner();
+        self.own_worker(&claims, &r.worker_id).await?;
+        let known = self.metadata.heartbeat(&r.worker_id, r.apps_ready).await?;
+        Ok(Response::new(pb::HeartbeatResponse { reregister: !known }))
+    }
+
+    type WatchAssignmentsStream = FeedStream;
+
+    async fn watch_assignments(
+        &self,
+        req: Request<pb::WatchRequest>,
+    ) -> Result<Response<FeedStream>, Status> {
+        let claims = self.authorize(&req)?;
+        let r = req.into_inner();
+        self.own_worker(&claims, &r.worker_id).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let metadata = self.metadata.clone();
+        let mut generations = self.hub.subscribe();
+        let pool = claims.pool;
+        let worker = r.worker_id;
+        let mut sent = (r.known_generation > 0).then_some(r.known_generation);
+        tokio::spawn(async move {
+            loop {
+                let current = generations.borrow_and_update().get(&pool).copied();
+                // Before the hub's first poll nothing is known: build the feed anyway.
+                if current.is_none() || current != sent {
+                    match metadata.feed(&worker).await {
+                        Ok(feed) => {
+                            let generation = feed.generation;
+                            if sent != Some(generation) {
+                                if tx.send(Ok(feed)).await.is_err() {
+                                    return;
+                                }
+                                sent = Some(generation);
+                            }
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(e.into())).await;
+                            return;
+                        }
+                    }
+                }
+                tokio::select! {
+                    changed = generations.changed() => if changed.is_err() { return },
+                    () = tx.closed() => return,
+                    // A stream outlives a missed wake-up at most this long.
+                    () = tokio::time::sleep(Duration::from_secs(5)) => {}
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn report_status(
+        &self,
+        req: Request<pb::StatusReport>,
+    ) -> Result<Response<pb::StatusAck>, Status> {
+        let claims = self.authorize(&req)?;
+        let r = req.into_inner();
+        self.own_worker(&claims, &r.worker_id).await?;
+        let state = pb::AssignmentState::try_from(r.state)
+            .map_err(|_| Status::invalid_argument("unknown assignment state"))?;
+        let message: String = r.message.chars().take(2048).collect();
+        self.metadata
+            .report_status(&r.worker_id, &r.tenant, &r.app, r.revision, state, &message)
+            .await?;
+        self.nudge.changed();
+        Ok(Response::new(pb::StatusAck {}))
+    }
+
+    async fn drain(
+        &self,
+        req: Request<pb::DrainRequest>,
+    ) -> Result<Response<pb::DrainResponse>, Status> {
+        let claims = self.authorize(&req)?;
+        let r = req.into_inner();
+        self.own_worker(&claims, &r.worker_id).await?;
+        self.metadata.drain_worker(&r.worker_id).await?;
+        tracing::info!(worker = %r.worker_id, "worker draining");
+        self.nudge.changed();
+        Ok(Response::new(pb::DrainResponse {}))
+    }
+
+    type FetchComponentStream = ChunkStream;
+
+    async fn fetch_component(
+        &self,
+        req: Request<pb::FetchRequest>,
+    ) -> Result<Response<ChunkStream>, Status> {
+        let claims = self.authorize(&req)?;
+        let digest = req.into_inner().digest;
+        // A worker may fetch only what its pool runs.
+        if !self.metadata.digest_in_pool(&digest, &claims.pool).await? {
+            return Err(Status::not_found(format!(
+                "no app of pool `{}` runs component {digest}",
+                claims.pool
+            )));
+        }
+        let bytes = bytes::Bytes::from(self.artifacts.get(&digest).await?);
+        let chunks: Vec<Result<pb::ComponentChunk, Status>> = (0..bytes.len())
+            .step_by(CHUNK)
+            .map(|start| {
+                Ok(pb::ComponentChunk {
+                    data: bytes
+                        .slice(start..(start + CHUNK).min(bytes.len()))
+                        .to_vec(),
+                })
+            })
+            .collect();
+        Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
+    }
+}

@@ -1,0 +1,160 @@
+//! The rules every change to an app must keep, checked inside the change's transaction:
+//! bindings well-formed, routes not overlapping another app's, and every import of the
+//! live version bound.
+
+use stratus_proto::binding::Binding;
+
+use super::records::AppChange;
+use super::sql::{Tx, Value, first, now, text};
+use super::workers::bump_app_pool;
+use super::{MetadataError, load_bindings, load_version};
+
+pub(super) async fn apply_change(
+    tx: &mut dyn Tx,
+    id: &str,
+    change: AppChange,
+) -> Result<(), MetadataError> {
+    if change.changes_serving() {
+        // The old pool (workers there must drop it) and the new one both change.
+        bump_app_pool(tx, id).await?;
+        tx.execute(
+            "UPDATE apps SET revision = revision + 1 WHERE id = $1",
+            &[id.into()],
+        )
+        .await?;
+    }
+    if let Some(pool) = &change.pool {
+        stratus_proto::names::check_pool(pool).map_err(|e| MetadataError::Refused {
+            code: "invalid_name",
+            message: e.to_string(),
+        })?;
+        tx.execute(
+            "UPDATE apps SET pool = $1 WHERE id = $2",
+            &[pool.as_str().into(), id.into()],
+        )
+        .await?;
+        bump_app_pool(tx, id).await?;
+    }
+    if let Some(replicas) = change.replicas {
+        tx.execute(
+            "UPDATE apps SET replicas = $1 WHERE id = $2",
+            &[replicas.to_db().into(), id.into()],
+        )
+        .await?;
+    }
+    if let Some(live) = change.live_version {
+        // Fails with NotFound for a version this app does not have.
+        load_version(tx, id, live).await?;
+        tx.execute(
+            "UPDATE apps SET live_version = $1 WHERE id = $2",
+            &[live.into(), id.into()],
+        )
+        .await?;
+    }
+    let rebinding = change.bindings.is_some()
+        || !change.set_bindings.is_empty()
+        || !change.remove_bindings.is_empty();
+    let mut bindings: Vec<Binding> = match change.bindings {
+        Some(b) => b,
+        None => load_bindings(tx, id).await?,
+    };
+    for name in &change.remove_bindings {
+        let before = bindings.len();
+        bindings.retain(|b| &b.name() != name);
+        if bindings.len() == before {
+            return Err(MetadataError::NotFound(format!("binding `{name}`")));
+        }
+    }
+    for b in change.set_bindings {
+        bindings.retain(|old| old.name() != b.name());
+        bindings.push(b);
+    }
+    if rebinding {
+        stratus_proto::providers::check_bindings(&bindings).map_err(|e| {
+            MetadataError::Refused {
+                code: "invalid_binding",
+                message: e.to_string(),
+            }
+        })?;
+        tx.execute("DELETE FROM bindings WHERE app_id = $1", &[id.into()])
+            .await?;
+        for b in &bindings {
+            tx.execute(
+                "INSERT INTO bindings (app_id, name, spec) VALUES ($1, $2, $3)",
+                &[id.into(), b.name().into(), b.to_string().into()],
+            )
+            .await?;
+        }
+    }
+    if let Some(routes) = change.routes {
+        tx.execute(
+            "DELETE FROM triggers WHERE app_id = $1 AND kind = 'http'",
+            &[id.into()],
+        )
+        .await?;
+        check_routes(tx, id, &routes).await?;
+        for route in routes {
+            tx.execute(
+                "INSERT INTO triggers (app_id, kind, key, spec) VALUES ($1, 'http', $2, '{}')",
+                &[id.into(), route.into()],
+            )
+            .await?;
+        }
+    }
+    tx.execute(
+        "UPDATE apps SET updated_at = $1 WHERE id = $2",
+        &[now().into(), id.into()],
+    )
+    .await?;
+    // The rule every change must keep: the live version's imports are all bound.
+    let rows = tx
+        .query("SELECT live_version FROM apps WHERE id = $1", &[id.into()])
+        .await?;
+    let live = match first(&rows)?.first() {
+        Some(Value::Int(n)) => Some(*n),
+        _ => None,
+    };
+    if let Some(live) = live {
+        let version = load_version(tx, id, live).await?;
+        stratus_proto::interfaces::check_imports(
+            version.imports.iter().map(String::as_str),
+            &bindings,
+        )
+        .map_err(|e| MetadataError::Refused {
+            code: "missing_binding",
+            message: format!("version {live}: {e}"),
+        })?;
+    }
+    Ok(())
+}
+
+/// Refuses routes that overlap another app's: equal, or one a prefix of the other at a
+/// segment boundary (else `/shop/checkout` could take part of another tenant's `/shop`).
+pub(super) async fn check_routes(
+    tx: &mut dyn Tx,
+    id: &str,
+    routes: &[String],
+) -> Result<(), MetadataError> {
+    if routes.is_empty() {
+        return Ok(());
+    }
+    let taken = tx
+        .query(
+            "SELECT key FROM triggers WHERE kind = 'http' AND app_id <> $1",
+            &[id.into()],
+        )
+        .await?;
+    for row in &taken {
+        let other = text(row, 0)?;
+        if let Some(route) = routes
+            .iter()
+            .find(|r| stratus_proto::names::routes_overlap(r, &other))
+        {
+            // Never say which app holds it: it may belong to another tenant.
+            return Err(MetadataError::Conflict(format!(
+                "route `{route}` overlaps a route another app serves"
+            )));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,185 @@
+//! The WIT packages and versions Stratus serves, the capability each belongs to, and the
+//! import rule: every import is served, and every capability import is bound. The
+//! control plane checks it on the names in an upload; the worker's linker links by it.
+
+use crate::binding::{Binding, Kind};
+
+/// The `wasi:keyvalue` revisions the host serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum KvRevision {
+    /// `0.2.0-draft`: wasmtime's own crates and wasmCloud.
+    Draft,
+    /// `0.2.0-draft2`: Spin (adds compare-and-swap, string cursors, signed increment).
+    Draft2,
+}
+
+impl KvRevision {
+    pub fn from_version(v: &str) -> Option<Self> {
+        match v {
+            "0.2.0-draft" => Some(Self::Draft),
+            "0.2.0-draft2" => Some(Self::Draft2),
+            _ => None,
+        }
+    }
+}
+
+/// The `wasi:config` revisions the host serves; their text is identical.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ConfigRevision {
+    Rc1,
+    Draft,
+    Draft20240927,
+}
+
+impl ConfigRevision {
+    pub fn from_version(v: &str) -> Option<Self> {
+        match v {
+            "0.2.0-rc.1" => Some(Self::Rc1),
+            "0.2.0-draft" => Some(Self::Draft),
+            "0.2.0-draft-2024-09-27" => Some(Self::Draft20240927),
+            _ => None,
+        }
+    }
+}
+
+/// WASI 0.2 packages, always linked (sockets refused at use, outbound HTTP denied).
+pub const WASI_PACKAGES: &[&str] = &[
+    "wasi:io",
+    "wasi:clocks",
+    "wasi:random",
+    "wasi:cli",
+    "wasi:filesystem",
+    "wasi:sockets",
+    "wasi:http",
+];
+
+/// The HTTP handler export a component needs to serve requests (any 0.2.x).
+pub const HTTP_HANDLER_EXPORT: &str = "wasi:http/incoming-handler@0.2.";
+
+/// What one import of a component is served by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provided {
+    Wasi,
+    KeyValue(KvRevision),
+    Config(ConfigRevision),
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ImportError {
+    #[error("import `{import}` is not provided by Stratus; {hint}")]
+    Unsupported { import: String, hint: String },
+    #[error(
+        "import `{import}` needs a `{kind}` binding, and none was given; add e.g. `--bind {example}`"
+    )]
+    MissingBinding {
+        import: String,
+        kind: &'static str,
+        example: &'static str,
+    },
+}
+
+/// Which served interface an import name is.
+pub fn classify(import: &str) -> Result<Provided, ImportError> {
+    let (interface, version) = import.split_once('@').unwrap_or((import, ""));
+    let package = interface.split('/').next().unwrap_or(interface);
+    let unsupported = |hint: String| ImportError::Unsupported {
+        import: import.to_string(),
+        hint,
+    };
+    if WASI_PACKAGES.contains(&package) {
+        return if version.starts_with("0.2.") {
+            Ok(Provided::Wasi)
+        } else {
+            Err(unsupported("Stratus serves WASI 0.2.x".into()))
+        };
+    }
+    match package {
+        "wasi:keyvalue" => KvRevision::from_version(version)
+            .map(Provided::KeyValue)
+            .ok_or_else(|| unsupported("supported revisions: 0.2.0-draft, 0.2.0-draft2".into())),
+        "wasi:config" => ConfigRevision::from_version(version)
+            .map(Provided::Config)
+            .ok_or_else(|| {
+                unsupported(
+                    "supported revisions: 0.2.0-rc.1, 0.2.0-draft, 0.2.0-draft-2024-09-27".into(),
+                )
+            }),
+        _ => Err(unsupported(
+            "Stratus provides wasi:keyvalue, wasi:config, wasi:http and WASI 0.2".into(),
+        )),
+    }
+}
+
+/// Classifies one import and checks that the capability it needs is bound.
+pub fn check_import(import: &str, bound: &dyn Fn(Kind) -> bool) -> Result<Provided, ImportError> {
+    let provided = classify(import)?;
+    let (kind, example) = match provided {
+        Provided::Wasi => return Ok(provided),
+        Provided::KeyValue(_) => (Kind::KeyValue, "kv=embedded"),
+        Provided::Config(_) => (Kind::Config, "config.KEY=VALUE"),
+    };
+    if bound(kind) {
+        Ok(provided)
+    } else {
+        Err(ImportError::MissingBinding {
+            import: import.to_string(),
+            kind: kind.as_str(),
+            example,
+        })
+    }
+}
+
+/// Checks a component's import names against what Stratus serves and what `bindings`
+/// bind, without compiling it.
+pub fn check_imports<'a>(
+    imports: impl IntoIterator<Item = &'a str>,
+    bindings: &[Binding],
+) -> Result<(), ImportError> {
+    let bound = |kind: Kind| bindings.iter().any(|b| b.kind() == kind);
+    for import in imports {
+        check_import(import, &bound)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_known_and_unknown_imports() {
+        assert_eq!(classify("wasi:io/streams@0.2.6").unwrap(), Provided::Wasi);
+        assert_eq!(
+            classify("wasi:keyvalue/store@0.2.0-draft2").unwrap(),
+            Provided::KeyValue(KvRevision::Draft2)
+        );
+        assert_eq!(
+            classify("wasi:keyvalue/atomics@0.2.0-draft").unwrap(),
+            Provided::KeyValue(KvRevision::Draft)
+        );
+        assert_eq!(
+            classify("wasi:config/store@0.2.0-draft-2024-09-27").unwrap(),
+            Provided::Config(ConfigRevision::Draft20240927)
+        );
+        for refused in [
+            "wasi:keyvalue/store@0.1.0",
+            "acme:db/query",
+            "wasi:io/streams@0.3.0",
+        ] {
+            assert!(
+                matches!(classify(refused), Err(ImportError::Unsupported { .. })),
+                "{refused}"
+            );
+        }
+    }
+
+    #[test]
+    fn capability_imports_need_a_binding() {
+        let kv: Vec<Binding> = vec!["kv=memory".parse().unwrap()];
+        assert!(check_imports(["wasi:keyvalue/store@0.2.0-draft"], &kv).is_ok());
+        assert!(matches!(
+            check_imports(["wasi:config/store@0.2.0-rc.1"], &kv),
+            Err(ImportError::MissingBinding { kind: "config", .. })
+        ));
+    }
+}

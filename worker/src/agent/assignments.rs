@@ -1,0 +1,423 @@
+//! A worker's assignments: the desired set from the control plane's feed turned into
+//! apps loaded on this runtime and one route table for the whole pool.
+//!
+//! - An assignment at a new revision is loaded beside the one serving (fetched by
+//!   digest, compiled or taken from the cache, providers opened), and swapped in only
+//!   when ready: requests never see a gap, and a revision that fails to load leaves the
+//!   previous one serving.
+//! - Apps the feed no longer lists are dropped; apps of the pool held elsewhere are
+//!   forwarded to the workers ready to serve them.
+//! - Every feed is kept in the data directory, so a restarted worker serves its last
+//!   assignments even while the control plane is away.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use prost::Message as _;
+use stratus_proto::binding::Binding;
+use stratus_proto::pb;
+
+use super::fetch::Components;
+use crate::capabilities::{Capabilities, Providers};
+use crate::runtime::{App, Runtime};
+use crate::trigger::routes::{Backend, Entry, Routes};
+
+/// A failed revision is tried again on a later feed after this long.
+const RETRY_FAILED_AFTER: Duration = Duration::from_secs(30);
+
+/// Where a status report goes (the control plane, when it is reachable).
+pub type Reporter = Arc<dyn Fn(pb::StatusReport) + Send + Sync>;
+
+/// The provider namespace prefix of a deployed app (`TENANT.APP`): tenants cannot
+/// contain `.`, so two tenants' apps never share a namespace, and the result is a valid
+/// app name for the runtime.
+pub fn namespace(tenant: &str, app: &str) -> String {
+    stratus_proto::names::app_namespace(tenant, app)
+}
+
+fn owner(tenant: &str, app: &str) -> String {
+    format!("{tenant}/{app}")
+}
+
+struct Loaded {
+    revision: i64,
+    app: Arc<App>,
+    routes: Vec<String>,
+}
+
+#[derive(Default)]
+struct State {
+    /// The last feed applied.
+    feed: pb::AssignmentFeed,
+    loaded: HashMap<String, Loaded>,
+    /// Loads in flight, by owner: their revision.
+    loading: HashMap<String, i64>,
+    /// Revisions that failed to load, with why and when.
+    failed: HashMap<String, (i64, String, Instant)>,
+}
+
+pub struct Assignments {
+    runtime: Runtime,
+    routes: Arc<Routes>,
+    providers: Arc<Providers>,
+    components: Components,
+    /// Where embedded providers keep their files.
+    providers_dir: PathBuf,
+    /// The last feed, kept across restarts.
+    state_file: PathBuf,
+    /// This worker's own HTTP address, never a forwarding target.
+    own_address: String,
+    worker_id: String,
+    state: Mutex<State>,
+    reporter: Mutex<Option<Reporter>>,
+}
+
+impl Assignments {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        runtime: Runtime,
+        routes: Arc<Routes>,
+        providers: Arc<Providers>,
+        components: Components,
+        providers_dir: PathBuf,
+        state_dir: PathBuf,
+        own_address: String,
+        worker_id: String,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            runtime,
+            routes,
+            providers,
+            components,
+            providers_dir,
+            state_file: state_dir.join("assignments.pb"),
+            own_address,
+            worker_id,
+            state: Mutex::default(),
+            reporter: Mutex::default(),
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn set_reporter(&self, reporter: Option<Reporter>) {
+        *self.reporter.lock().unwrap_or_else(|p| p.into_inner()) = reporter;
+    }
+
+    fn report(&self, a: &pb::Assignment, state: pb::AssignmentState, message: String) {
+        let reporter = self
+            .reporter
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(report) = reporter {
+            report(pb::StatusReport {
+                worker_id: self.worker_id.clone(),
+                tenant: a.tenant.clone(),
+                app: a.app.clone(),
+                revision: a.revision,
+                state: state as i32,
+                message,
+            });
+        }
+    }
+
+    /// The generation of the last feed applied (0: none).
+    pub fn generation(&self) -> u64 {
+        self.state().feed.generation
+    }
+
+    /// Apps loaded and serving.
+    pub fn ready_count(&self) -> usize {
+        self.state().loaded.len()
+    }
+
+    /// How many assignments the last feed listed.
+    pub fn assigned_count(&self) -> usize {
+        self.state().feed.assignments.len()
+    }
+
+    /// Applies the feed kept by the previous run, if any, before the control plane is
+    /// reachable. Components come from the local copies.
+    pub async fn restore(self: &Arc<Self>) -> anyhow::Result<()> {
+        let bytes = match tokio::fs::read(&self.state_file).await {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let feed = pb::AssignmentFeed::decode(bytes.as_slice())?;
+        tracing::info!(
+            generation = feed.generation,
+            assignments = feed.assignments.len(),
+            "restoring the last assignments"
+        );
+        let loads = self.apply_inner(feed, false);
+        futures::future::join_all(loads).await;
+        Ok(())
+    }
+
+    /// Makes the worker run what `feed` says; returns once every new load finished (a
+    /// failed one leaves its previous revision serving).
+    pub async fn apply(self: &Arc<Self>, feed: pb::AssignmentFeed) {
+        let loads = self.apply_inner(feed, true);
+        futures::future::join_all(loads).await;
+    }
+
+    /// Applies a feed without waiting for its loads (a stream keeps reading the next
+    /// feed meanwhile).
+    pub fn apply_in_background(self: &Arc<Self>, feed: pb::AssignmentFeed) {
+        for load in self.apply_inner(feed, true) {
+            tokio::spawn(load);
+        }
+    }
+
+    fn apply_inner(
+        self: &Arc<Self>,
+        feed: pb::AssignmentFeed,
+        persist: bool,
+    ) -> Vec<impl Future<Output = ()> + Send + 'static> {
+        if persist && let Err(e) = self.persist(&feed) {
+            tracing::warn!(error = %e, "keeping the assignments on disk");
+        }
+        let mut loads = Vec::new();
+        {
+            let mut state = self.state();
+            let wanted: std::collections::HashSet<String> = feed
+                .assignments
+                .iter()
+                .map(|a| owner(&a.tenant, &a.app))
+                .collect();
+            state.loaded.retain(|o, _| wanted.contains(o));
+            state.failed.retain(|o, _| wanted.contains(o));
+            for a in &feed.assignments {
+                let o = owner(&a.tenant, &a.app);
+                if state
+                    .loaded
+                    .get(&o)
+                    .is_some_and(|l| l.revision == a.revision)
+                {
+                    // Routes may have changed without a reload only with a new revision.
+                    continue;
+                }
+                if state.loading.get(&o) == Some(&a.revision) {
+                    continue;
+                }
+                if let Some((rev, _, at)) = state.failed.get(&o)
+                    && *rev == a.revision
+                    && at.elapsed() < RETRY_FAILED_AFTER
+                {
+                    continue;
+                }
+                state.loading.insert(o, a.revision);
+                let this = self.clone();
+                let a = a.clone();
+                loads.push(async move { this.load(a).await });
+            }
+            state.feed = feed;
+        }
+        self.rebuild_routes();
+        loads
+    }
+
+    /// Sends the state of every assignment again: after a reconnect the control plane
+    /// may have lost what was reported while it was away.
+    pub fn report_all(&self) {
+        let (ready, failed): (Vec<pb::Assignment>, Vec<(pb::Assignment, String)>) = {
+            let state = self.state();
+            let mut ready = Vec::new();
+            let mut failed = Vec::new();
+            for a in &state.feed.assignments {
+                let o = owner(&a.tenant, &a.app);
+                if state
+                    .loaded
+                    .get(&o)
+                    .is_some_and(|l| l.revision == a.revision)
+                {
+                    ready.push(a.clone());
+                } else if let Some((rev, why, _)) = state.failed.get(&o)
+                    && *rev == a.revision
+                {
+                    failed.push((a.clone(), why.clone()));
+                }
+            }
+            (ready, failed)
+        };
+        for a in ready {
+            self.report(&a, pb::AssignmentState::Ready, String::new());
+        }
+        for (a, why) in failed {
+            self.report(&a, pb::AssignmentState::Failed, why);
+        }
+    }
+
+    async fn load(self: Arc<Self>, a: pb::Assignment) {
+        let o = owner(&a.tenant, &a.app);
+        let started = Instant::now();
+        let result = self.try_load(&a).await;
+        let mut state = self.state();
+        if state.loading.get(&o) == Some(&a.revision) {
+            state.loading.remove(&o);
+        }
+        // Installed only if it is still what the feed wants: a newer revision, or a
+        // removal, may have arrived while it loaded.
+        let current = state
+            .feed
+            .assignments
+            .iter()
+            .find(|x| x.tenant == a.tenant && x.app == a.app)
+            .map(|x| x.revision);
+        if current != Some(a.revision) {
+            return;
+        }
+        match result {
+            Ok(app) => {
+                state.failed.remove(&o);
+                state.loaded.insert(
+                    o.clone(),
+                    Loaded {
+                        revision: a.revision,
+                        app: Arc::new(app),
+                        routes: a.routes.clone(),
+                    },
+                );
+                drop(state);
+                self.rebuild_routes();
+                tracing::info!(
+                    app = %o,
+                    version = a.version,
+                    revision = a.revision,
+                    ms = started.elapsed().as_millis() as u64,
+                    "serving"
+                );
+                self.report(&a, pb::AssignmentState::Ready, String::new());
+            }
+            Err(e) => {
+                let why = format!("{e:#}");
+                tracing::warn!(app = %o, revision = a.revision, error = %why, "loading failed");
+                state
+                    .failed
+                    .insert(o, (a.revision, why.clone(), Instant::now()));
+                drop(state);
+                self.report(&a, pb::AssignmentState::Failed, why);
+            }
+        }
+    }
+
+    async fn try_load(&self, a: &pb::Assignment) -> anyhow::Result<App> {
+        use anyhow::Context;
+        self.report(a, pb::AssignmentState::Fetching, String::new());
+        let bytes = self
+            .components
+            .get(&a.digest)
+            .await
+            .with_context(|| format!("fetching component {}", a.digest))?;
+        self.report(a, pb::AssignmentState::Compiling, String::new());
+        let bindings = a
+            .bindings
+            .iter()
+            .map(|b| b.parse::<Binding>())
+            .collect::<Result<Vec<_>, _>>()
+            .context("reading the bindings")?;
+        let caps = Capabilities::open_shared(&bindings, &self.providers_dir, &self.providers)
+            .await
+            .context("opening the bound providers")?;
+        let runtime = self.runtime.clone();
+        let name = namespace(&a.tenant, &a.app);
+        // Compiling is CPU work; keep it off the threads serving requests.
+        let app = tokio::task::spawn_blocking(move || runtime.load(&name, &bytes, caps))
+            .await
+            .context("loading the component")??;
+        Ok(app)
+    }
+
+    /// One table for the pool: apps loaded here answer locally, the rest go to the
+    /// workers ready to serve them, or get 503 until one is.
+    fn rebuild_routes(&self) {
+        let entries = {
+            let state = self.state();
+            let mut entries: Vec<Entry> = Vec::with_capacity(state.feed.routes.len());
+            let mut seen = std::collections::HashSet::new();
+            for r in &state.feed.routes {
+                let o = owner(&r.tenant, &r.app);
+                let backend = match state.loaded.get(&o) {
+                    Some(l) => Backend::Local(l.app.clone()),
+                    None => {
+                        let peers: Vec<String> = r
+                            .ready_peers
+                            .iter()
+                            .filter(|p| **p != self.own_address)
+                            .cloned()
+                            .collect();
+                        if peers.is_empty() {
+                            Backend::Unavailable
+                        } else {
+                            Backend::Peers(peers.into())
+                        }
+                    }
+                };
+                let prefixes = match state.loaded.get(&o) {
+                    Some(l) => l.routes.clone(),
+                    None => r.routes.clone(),
+                };
+                seen.insert(o.clone());
+                entries.push(Entry {
+                    owner: o,
+                    prefixes,
+                    backend,
+                });
+            }
+            // Loaded apps the pool table does not list yet still answer locally.
+            for (o, l) in &state.loaded {
+                if !seen.contains(o) {
+                    entries.push(Entry {
+                        owner: o.clone(),
+                        prefixes: l.routes.clone(),
+                        backend: Backend::Local(l.app.clone()),
+                    });
+                }
+            }
+            entries
+        };
+        self.routes.replace(entries);
+    }
+
+    fn persist(&self, feed: &pb::AssignmentFeed) -> std::io::Result<()> {
+        // Bindings may hold credentials: owner-only, written whole.
+        let tmp = self.state_file.with_extension("tmp");
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&tmp)?;
+        std::io::Write::write_all(&mut file, &feed.encode_to_vec())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, &self.state_file)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaces_of_tenants_and_apps_never_alias() {
+        let names = [
+            namespace("acme", "shop"),
+            namespace("acme", "shop.v2"),
+            namespace("acme-eu", "shop"),
+            namespace("globex", "shop"),
+        ];
+        let distinct: std::collections::HashSet<_> = names.iter().collect();
+        assert_eq!(distinct.len(), names.len());
+        for n in &names {
+            // The runtime accepts it as an app name, so it cannot hold a `/`.
+            assert!(stratus_proto::names::check_app_name(n).is_ok(), "{n}");
+        }
+        // `a` + `b.c` and `a.b` + `c` would alias; tenants cannot contain `.`.
+        assert!(stratus_proto::names::check_tenant("a.b").is_err());
+    }
+}

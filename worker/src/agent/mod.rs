@@ -1,0 +1,312 @@
+//! The worker's side of the worker API: register with the control plane, heartbeat,
+//! follow the assignment feed and report progress, and keep serving the last
+//! assignments whenever the control plane is away.
+
+pub mod assignments;
+pub mod fetch;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use stratus_proto::pb;
+use stratus_proto::pb::worker_control_client::WorkerControlClient;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+
+use self::assignments::Assignments;
+use self::fetch::{Components, Source};
+use crate::capabilities::Providers;
+use crate::runtime::Runtime;
+use crate::trigger::routes::Routes;
+
+/// How a worker reaches the control plane and presents itself.
+#[derive(Clone)]
+pub struct AgentConfig {
+    /// `http://HOST:PORT` or `https://HOST:PORT`.
+    pub control_plane: String,
+    /// A worker token minted for `pool`.
+    pub token: String,
+    /// PEM CA certificate that signs the control plane's (for `https://`).
+    pub ca_cert: Option<Vec<u8>>,
+    pub worker_id: String,
+    pub pool: String,
+    pub labels: BTreeMap<String, String>,
+    /// Apps it will hold at most.
+    pub capacity: u32,
+    /// Where the pool's other workers reach this one's HTTP listener.
+    pub http_address: String,
+    /// Holds the last assignments and the components they need.
+    pub state_dir: PathBuf,
+    /// Where embedded providers keep their files.
+    pub providers_dir: PathBuf,
+    /// How long SIGTERM waits for this worker's apps to move elsewhere.
+    pub drain_timeout: Duration,
+}
+
+type Client = WorkerControlClient<InterceptedService<Channel, Bearer>>;
+
+/// Adds the worker token to every call.
+#[derive(Clone)]
+struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        req.metadata_mut().insert("authorization", self.0.clone());
+        Ok(req)
+    }
+}
+
+pub struct Agent {
+    config: AgentConfig,
+    client: Client,
+    assignments: Arc<Assignments>,
+}
+
+/// Fetches components over the worker API.
+struct ControlPlaneSource(Client);
+
+#[async_trait::async_trait]
+impl Source for ControlPlaneSource {
+    async fn fetch(&self, digest: &str) -> anyhow::Result<Vec<u8>> {
+        let mut stream = self
+            .0
+            .clone()
+            .fetch_component(pb::FetchRequest {
+                digest: digest.to_string(),
+            })
+            .await?
+            .into_inner();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = stream.message().await? {
+            bytes.extend_from_slice(&chunk.data);
+        }
+        Ok(bytes)
+    }
+}
+
+impl Agent {
+    /// Prepares the agent; nothing is dialled until [`Agent::run`]. The runtime and
+    /// route table are the worker's; `providers` may be shared with other agents of the
+    /// same process (an embedded store can be opened once per process).
+    pub fn new(
+        config: AgentConfig,
+        runtime: Runtime,
+        routes: Arc<Routes>,
+        providers: Arc<Providers>,
+    ) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&config.state_dir)
+            .with_context(|| format!("creating {}", config.state_dir.display()))?;
+        let mut endpoint = Endpoint::from_shared(config.control_plane.clone())
+            .context("the control plane address is not a URL")?
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5));
+        if config.control_plane.starts_with("https://") {
+            let mut tls = tonic::transport::ClientTlsConfig::new().with_native_roots();
+            if let Some(ca) = &config.ca_cert {
+                tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(ca));
+            }
+            endpoint = endpoint.tls_config(tls).context("configuring TLS")?;
+        }
+        let bearer = Bearer(
+            format!("Bearer {}", config.token)
+                .parse()
+                .context("the worker token is not a valid header value")?,
+        );
+        let client = WorkerControlClient::with_interceptor(endpoint.connect_lazy(), bearer);
+        let components = Components::new(config.state_dir.join("components"))
+            .context("creating the component directory")?;
+        components.set_source(Arc::new(ControlPlaneSource(client.clone())));
+        let assignments = Assignments::new(
+            runtime,
+            routes,
+            providers,
+            components,
+            config.providers_dir.clone(),
+            config.state_dir.clone(),
+            config.http_address.clone(),
+            config.worker_id.clone(),
+        );
+        let reporter_client = client.clone();
+        assignments.set_reporter(Some(Arc::new(move |report: pb::StatusReport| {
+            let mut client = reporter_client.clone();
+            tokio::spawn(async move {
+                if let Err(e) = client.report_status(report).await {
+                    tracing::debug!(error = %e, "status report not delivered");
+                }
+            });
+        })));
+        Ok(Self {
+            config,
+            client,
+            assignments,
+        })
+    }
+
+    pub fn assignments(&self) -> &Arc<Assignments> {
+        &self.assignments
+    }
+
+    /// Serves the last assignments from disk, then follows the control plane until
+    /// `shutdown` resolves; then drains (its apps move elsewhere first) and returns.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        if let Err(e) = self.assignments.restore().await {
+            tracing::warn!(error = %format!("{e:#}"), "the kept assignments could not be restored");
+        }
+        tokio::pin!(shutdown);
+        let heartbeat = tokio::spawn(heartbeat(
+            self.client.clone(),
+            self.config.clone(),
+            self.assignments.clone(),
+        ));
+        tokio::select! {
+            () = self.follow() => {}
+            () = &mut shutdown => {}
+        }
+        self.drain().await;
+        heartbeat.abort();
+        Ok(())
+    }
+
+    /// Registers and follows the feed, reconnecting with backoff whenever the control
+    /// plane goes away. Never returns.
+    async fn follow(&self) {
+        let mut backoff = Backoff::default();
+        loop {
+            match self.follow_once().await {
+                Ok(()) => tracing::warn!("the control plane ended the assignment stream"),
+                Err(e) => tracing::warn!(
+                    error = %format!("{e:#}"),
+                    "control plane unreachable; serving the last assignments"
+                ),
+            }
+            tokio::time::sleep(backoff.next()).await;
+        }
+    }
+
+    async fn follow_once(&self) -> anyhow::Result<()> {
+        let mut client = self.client.clone();
+        register(&mut client, &self.config).await?;
+        let mut stream = client
+            .watch_assignments(pb::WatchRequest {
+                worker_id: self.config.worker_id.clone(),
+                known_generation: self.assignments.generation(),
+            })
+            .await
+            .context("watching assignments")?
+            .into_inner();
+        tracing::info!(control_plane = %self.config.control_plane, "following the control plane");
+        self.assignments.report_all();
+        while let Some(feed) = stream.message().await.context("reading assignments")? {
+            tracing::debug!(
+                generation = feed.generation,
+                assignments = feed.assignments.len(),
+                "assignments"
+            );
+            self.assignments.apply_in_background(feed);
+        }
+        Ok(())
+    }
+
+    /// Asks the control plane to move this worker's apps elsewhere and waits (up to the
+    /// drain timeout) until it has; without a control plane it returns at once.
+    async fn drain(&self) {
+        let mut client = self.client.clone();
+        let asked = tokio::time::timeout(
+            Duration::from_secs(3),
+            client.drain(pb::DrainRequest {
+                worker_id: self.config.worker_id.clone(),
+            }),
+        )
+        .await;
+        if !matches!(asked, Ok(Ok(_))) {
+            tracing::warn!("could not drain through the control plane; stopping now");
+            return;
+        }
+        tracing::info!("draining: waiting for this worker's apps to move");
+        let deadline = tokio::time::Instant::now() + self.config.drain_timeout;
+        let watch = async {
+            loop {
+                if self.assignments.assigned_count() == 0 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        tokio::select! {
+            () = self.follow() => {}
+            () = watch => tracing::info!("drained"),
+            () = tokio::time::sleep_until(deadline) => tracing::warn!("drain timed out"),
+        }
+    }
+}
+
+async fn register(
+    client: &mut Client,
+    config: &AgentConfig,
+) -> anyhow::Result<pb::RegisterResponse> {
+    let response = client
+        .register(pb::RegisterRequest {
+            worker_id: config.worker_id.clone(),
+            pool: config.pool.clone(),
+            labels: config.labels.clone().into_iter().collect(),
+            capacity: config.capacity,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            http_address: config.http_address.clone(),
+        })
+        .await
+        .context("registering")?;
+    Ok(response.into_inner())
+}
+
+/// Heartbeats at the interval the control plane asks for, re-registering when it no
+/// longer knows this worker as up (it was marked lost while unreachable).
+async fn heartbeat(client: Client, config: AgentConfig, assignments: Arc<Assignments>) {
+    let mut interval = Duration::from_secs(1);
+    loop {
+        tokio::time::sleep(interval).await;
+        let mut c = client.clone();
+        let beat = c
+            .heartbeat(pb::HeartbeatRequest {
+                worker_id: config.worker_id.clone(),
+                apps_ready: u32::try_from(assignments.ready_count()).unwrap_or(u32::MAX),
+            })
+            .await;
+        match beat {
+            Ok(r) if r.get_ref().reregister => match register(&mut c, &config).await {
+                Ok(r) => {
+                    interval = Duration::from_millis(r.heartbeat_interval_ms.clamp(100, 60_000));
+                    tracing::info!("registered again after being marked lost");
+                }
+                Err(e) => tracing::debug!(error = %format!("{e:#}"), "re-registering"),
+            },
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "heartbeat not delivered"),
+        }
+    }
+}
+
+/// Exponential backoff from 100 ms to 2 s with jitter.
+#[derive(Default)]
+struct Backoff {
+    attempt: u32,
+}
+
+impl Backoff {
+    fn next(&mut self) -> Duration {
+        self.attempt = self.attempt.saturating_add(1);
+        let base = 100u64.saturating_mul(1 << self.attempt.min(5)).min(2000);
+        let jitter = u64::from(
+            uuid::Uuid::new_v4()
+                .as_bytes()
+                .first()
+                .copied()
+                .unwrap_or(0),
+        ) % 100;
+        Duration::from_millis(base / 2 + jitter)
+    }
+}

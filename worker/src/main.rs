@@ -1,0 +1,100 @@
+//! `stratus-worker`: registers with the control plane, runs the apps assigned to it, and
+//! serves HTTP for every app of its pool; SIGTERM drains it first.
+
+mod config;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use stratus_worker::agent::Agent;
+use stratus_worker::capabilities::Providers;
+use stratus_worker::runtime::Runtime;
+use stratus_worker::trigger::forward::Forwarder;
+use stratus_worker::trigger::http::Target;
+use stratus_worker::trigger::routes::Routes;
+
+// Every invocation allocates a fresh store, contexts and tables; mimalloc keeps that
+// off glibc malloc's slow paths.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> std::process::ExitCode {
+    let config = config::Config::load();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+        .and_then(|rt| rt.block_on(run(config)));
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: config::Config) -> anyhow::Result<()> {
+    let agent_config = config.agent()?;
+    let runtime = Runtime::new(config.limits.runtime_config(config.data_dir.join("cache")))?;
+    let routes = Arc::new(Routes::default());
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    println!(
+        "Worker {} (pool {}) serving on http://{}",
+        agent_config.worker_id,
+        agent_config.pool,
+        listener.local_addr()?
+    );
+    let agent = Agent::new(
+        agent_config,
+        runtime,
+        routes.clone(),
+        Arc::new(Providers::default()),
+    )?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let (stop_serving, serving_stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    let http = tokio::spawn(stratus_worker::trigger::http::serve(
+        listener,
+        Target::Routes(routes, Forwarder::default()),
+        config.limits.timeout(),
+        until(serving_stopped),
+    ));
+    // The listener keeps answering while the apps drain to other workers.
+    agent.run(until(stopped)).await?;
+    let _ = stop_serving.send(true);
+    http.await
+        .context("the HTTP listener")?
+        .context("serving apps")?;
+    Ok(())
+}
+
+/// SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
