@@ -160,6 +160,37 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         cp.state
             .auth
             .mint_worker("fnctl-up", "default", Duration::from_secs(365 * 86400))?;
+    // The workers talk to the control plane over loopback gRPC, exactly as remote ones
+    // do; they share one runtime and one set of providers (an embedded store can be
+    // opened once per process). Each serves what it ran last before the first line
+    // announces the platform, as after a restart.
+    let runtime = Runtime::new(args.limits.runtime_config(data_dir.join("cache")))?;
+    let providers = Arc::new(Providers::default());
+    let mut agents = Vec::new();
+    for (i, (listener, addr)) in app_listeners.into_iter().zip(&apps_addrs).enumerate() {
+        let routes = Arc::new(Routes::default());
+        let agent = Agent::new(
+            AgentConfig {
+                control_plane: format!("http://{grpc_addr}"),
+                token: worker_token.clone(),
+                ca_cert: None,
+                worker_id: format!("local-{}", i + 1),
+                pool: "default".into(),
+                labels: Default::default(),
+                capacity: 1000,
+                http_address: addr.to_string(),
+                state_dir: data_dir.join("workers").join(format!("local-{}", i + 1)),
+                providers_dir: data_dir.clone(),
+                // One trusted user stops the whole platform at once: nothing to move to.
+                drain_timeout: Duration::ZERO,
+            },
+            runtime.clone(),
+            routes.clone(),
+            providers.clone(),
+        )?;
+        agent.restore().await;
+        agents.push((agent, routes, listener));
+    }
     let creds = Credentials {
         endpoint: format!("http://{api_addr}"),
         token,
@@ -200,34 +231,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stopped| *stopped).await;
     };
-    // The workers talk to the control plane over loopback gRPC, exactly as remote ones
-    // do; they share one runtime and one set of providers (an embedded store can be
-    // opened once per process).
-    let runtime = Runtime::new(args.limits.runtime_config(data_dir.join("cache")))?;
-    let providers = Arc::new(Providers::default());
     let timeout = args.limits.timeout();
     let mut workers = Vec::new();
-    for (i, (listener, addr)) in app_listeners.into_iter().zip(&apps_addrs).enumerate() {
-        let routes = Arc::new(Routes::default());
-        let agent = Agent::new(
-            AgentConfig {
-                control_plane: format!("http://{grpc_addr}"),
-                token: worker_token.clone(),
-                ca_cert: None,
-                worker_id: format!("local-{}", i + 1),
-                pool: "default".into(),
-                labels: Default::default(),
-                capacity: 1000,
-                http_address: addr.to_string(),
-                state_dir: data_dir.join("workers").join(format!("local-{}", i + 1)),
-                providers_dir: data_dir.clone(),
-                // One trusted user stops the whole platform at once: nothing to move to.
-                drain_timeout: Duration::ZERO,
-            },
-            runtime.clone(),
-            routes.clone(),
-            providers.clone(),
-        )?;
+    for (agent, routes, listener) in agents {
         let serve = stratus_worker::trigger::http::serve(
             listener,
             Target::Routes(routes, Forwarder::default()),

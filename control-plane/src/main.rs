@@ -130,7 +130,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("listening on {} for workers", config.grpc.listen))?;
             println!(
-                "Control plane API on http://{}, worker API on {}",
+                "Control plane API on http://{}, worker API on http://{}",
                 api.local_addr()?,
                 grpc.local_addr()?
             );

@@ -169,6 +169,25 @@ impl Dev {
         kib * 1024
     }
 
+    /// Sends SIGTERM (a graceful stop; dropping the `Dev` kills it with SIGKILL).
+    pub fn terminate(&self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+    }
+
+    /// Waits up to `timeout` for the process to exit; whether it did.
+    pub fn wait_exit(&mut self, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if !self.still_running() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
     pub fn still_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }

@@ -1,6 +1,7 @@
-//! End to end through `fnctl`: `fnctl up` (control plane + worker in one process, embedded
-//! defaults), and `stratus-control-plane serve` as its own process on PostgreSQL and S3,
-//! with deploys, refusals, re-binding, rollback, delete and restarts.
+//! End to end through `fnctl`: `fnctl up` (control plane + workers in one process over
+//! loopback gRPC, embedded defaults), and `stratus-control-plane serve` as its own
+//! process on PostgreSQL and S3, with deploys, refusals, re-binding, rollback, delete
+//! and restarts. Worker pools of separate processes are in `worker_pools.rs`.
 
 #![allow(
     clippy::unwrap_used,
@@ -30,6 +31,8 @@ fn up(data: &Path, config_dir: &Path) -> (Dev, String, String) {
             "127.0.0.1:0",
             "--api",
             "127.0.0.1:0",
+            "--workers",
+            "2",
             "--data-dir",
             data.to_str().unwrap(),
         ],
@@ -65,6 +68,11 @@ async fn fnctl_up_deploy_bind_rollback_delete_restart() {
     assert_eq!(reply.status, 200, "{}", reply.text());
     let reply = http.get(&format!("{apps}/nothing-here")).await;
     assert_eq!(reply.status, 404);
+    // `--workers 2`: the second worker answers for the app too (one replica: it holds it
+    // or forwards to the one that does).
+    let second = http_urls(&dev.first_line)[2].clone();
+    let reply = http.get(&format!("{second}/hello")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
 
     // Refused with a message that says how to fix it; nothing is created.
     let (ok, out, err) = fnctl(&[
@@ -129,13 +137,22 @@ async fn fnctl_up_deploy_bind_rollback_delete_restart() {
             .text()
             .starts_with("Ahoy! /count has been visited 3")
     );
+    // Version 3 is another component (hello); rolling back must bring version 2's
+    // code back, not just move a pointer over identical bytes.
+    let (ok, out, err) = fnctl(&["deploy", hello.to_str().unwrap(), "--app", "counter"]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("Deployed counter version 3"), "{out}");
+    assert_eq!(
+        http.get(&format!("{apps}/count")).await.text(),
+        "Hello from Stratus!\n"
+    );
     let (ok, out, _) = fnctl(&["versions", "counter", "-o", "json"]);
     assert!(ok);
     let versions: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(versions.as_array().unwrap().len(), 2);
+    assert_eq!(versions.as_array().unwrap().len(), 3);
     let (ok, out, err) = fnctl(&["rollback", "counter"]);
     assert!(ok, "{out}{err}");
-    assert!(out.contains("version 1"), "{out}");
+    assert!(out.contains("version 2"), "{out}");
     // Bindings belong to the app, not the version: the rollback keeps the current ones.
     assert!(
         http.get(&format!("{apps}/count"))
@@ -316,6 +333,7 @@ keys = [{{ kid = "k1", algorithm = "HS256", secret = "e2e-secret-e2e-secret-e2e-
         "kv=dynamo:table=stratus-e2e-cp",
         "--bind",
         "config.greeting=Hi",
+        "--no-wait",
         "-o",
         "json",
     ]);

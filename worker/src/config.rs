@@ -49,8 +49,8 @@ pub struct Config {
     /// Where apps are served (every app of the pool, forwarded when held elsewhere).
     #[arg(long, env = "STRATUS_WORKER_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// The address the pool's other workers reach `--listen` at (default: `--listen`,
-    /// which must then be a specific address).
+    /// The address the pool's other workers reach `--listen` at (default: the address
+    /// `--listen` bound, which must then be a specific one).
     #[arg(long, env = "STRATUS_WORKER_ADVERTISE")]
     pub advertise: Option<SocketAddr>,
     /// Assignments, components, the compile cache and embedded stores.
@@ -76,8 +76,9 @@ impl Config {
         Self::parse()
     }
 
-    /// What the agent needs, with the token read and the worker id settled.
-    pub fn agent(&self) -> anyhow::Result<AgentConfig> {
+    /// What the agent needs, with the token read and the worker id settled; `bound` is
+    /// where `--listen` ended up (its port, when `--listen` asked for any).
+    pub fn agent(&self, bound: SocketAddr) -> anyhow::Result<AgentConfig> {
         let token = match (&self.token, &self.token_file) {
             (Some(t), None) => t.trim().to_string(),
             (None, Some(path)) => std::fs::read_to_string(path)
@@ -93,13 +94,13 @@ impl Config {
             .transpose()?;
         let advertise = match self.advertise {
             Some(a) => a,
-            None if self.listen.ip().is_unspecified() => {
+            None if bound.ip().is_unspecified() => {
                 anyhow::bail!(
                     "--listen {} is not an address peers can reach; set --advertise",
                     self.listen
                 )
             }
-            None => self.listen,
+            None => bound,
         };
         let mut labels = BTreeMap::new();
         for label in self.labels.iter().filter(|l| !l.is_empty()) {

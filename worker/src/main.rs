@@ -41,13 +41,13 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(config: config::Config) -> anyhow::Result<()> {
-    let agent_config = config.agent()?;
-    let runtime = Runtime::new(config.limits.runtime_config(config.data_dir.join("cache")))?;
-    let routes = Arc::new(Routes::default());
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
-    println!(
+    let agent_config = config.agent(listener.local_addr()?)?;
+    let runtime = Runtime::new(config.limits.runtime_config(config.data_dir.join("cache")))?;
+    let routes = Arc::new(Routes::default());
+    let banner = format!(
         "Worker {} (pool {}) serving on http://{}",
         agent_config.worker_id,
         agent_config.pool,
@@ -59,6 +59,9 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
         routes.clone(),
         Arc::new(Providers::default()),
     )?;
+    // What ran here last serves before the banner says the worker is up.
+    agent.restore().await;
+    println!("{banner}");
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let until = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;

@@ -99,13 +99,14 @@ impl Metadata {
     }
 
     /// One scheduling pass under the lease: marks workers silent for `lost_after` lost
-    /// (dropping their placements), reads the cluster, and writes what `plan` decides.
-    /// `None` when `holder` no longer holds a live lease: nothing was written.
+    /// (dropping their placements; `None`: mark none), reads the cluster, and writes
+    /// what `plan` decides. `None` when `holder` no longer holds a live lease: nothing
+    /// was written.
     pub async fn schedule_pass(
         &self,
         lease: &str,
         holder: &str,
-        lost_after: Duration,
+        lost_after: Option<Duration>,
         plan: impl FnOnce(&Cluster) -> PlacementChanges + Send,
     ) -> Result<Option<PassReport>, MetadataError> {
         let now = now();
@@ -122,13 +123,18 @@ impl Metadata {
             return Ok(None);
         }
         let mut report = PassReport::default();
-        let silent_since = now.saturating_sub(i64::try_from(lost_after.as_millis()).unwrap_or(0));
-        let lost = tx
-            .query(
-                "UPDATE workers SET state = 'lost' WHERE state <> 'lost' AND last_seen < $1 RETURNING id, pool",
-                &[silent_since.into()],
-            )
-            .await?;
+        let lost = match lost_after {
+            Some(after) => {
+                let silent_since =
+                    now.saturating_sub(i64::try_from(after.as_millis()).unwrap_or(0));
+                tx.query(
+                    "UPDATE workers SET state = 'lost' WHERE state <> 'lost' AND last_seen < $1 RETURNING id, pool",
+                    &[silent_since.into()],
+                )
+                .await?
+            }
+            None => Vec::new(),
+        };
         let mut pools = BTreeSet::new();
         for row in &lost {
             let id = text(row, 0)?;

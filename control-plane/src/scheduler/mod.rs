@@ -41,11 +41,15 @@ impl Scheduler {
         let interval = Duration::from_millis(self.config.interval_ms.max(10));
         let mut changes = self.nudge.subscribe();
         let mut leader = false;
+        // Heartbeats sent while no replica scheduled (or to a replica that died) were not
+        // seen: a new leader waits one timeout before it calls anyone lost.
+        let mut leading_since = tokio::time::Instant::now();
         loop {
             match self.metadata.try_lease(LEASE, &self.holder, ttl).await {
                 Ok(true) => {
                     if !leader {
                         tracing::info!(holder = %self.holder, "this replica now schedules");
+                        leading_since = tokio::time::Instant::now();
                     }
                     leader = true;
                 }
@@ -61,9 +65,10 @@ impl Scheduler {
                 }
             }
             if leader {
+                let judge_liveness = (leading_since.elapsed() >= lost_after).then_some(lost_after);
                 match self
                     .metadata
-                    .schedule_pass(LEASE, &self.holder, lost_after, plan::plan)
+                    .schedule_pass(LEASE, &self.holder, judge_liveness, plan::plan)
                     .await
                 {
                     Ok(Some(report)) => {

@@ -8,6 +8,7 @@ pub mod fetch;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -63,6 +64,8 @@ pub struct Agent {
     config: AgentConfig,
     client: Client,
     assignments: Arc<Assignments>,
+    /// The heartbeat interval the control plane asked for, in milliseconds.
+    interval: Arc<AtomicU64>,
 }
 
 /// Fetches components over the worker API.
@@ -144,6 +147,7 @@ impl Agent {
             config,
             client,
             assignments,
+            interval: Arc::new(AtomicU64::new(1000)),
         })
     }
 
@@ -151,20 +155,26 @@ impl Agent {
         &self.assignments
     }
 
-    /// Serves the last assignments from disk, then follows the control plane until
-    /// `shutdown` resolves; then drains (its apps move elsewhere first) and returns.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    /// Loads the assignments kept by the previous run, so the worker serves them before
+    /// (and without) reaching the control plane. Call it before serving HTTP.
+    pub async fn restore(&self) {
         if let Err(e) = self.assignments.restore().await {
             tracing::warn!(error = %format!("{e:#}"), "the kept assignments could not be restored");
         }
+    }
+
+    /// Follows the control plane until `shutdown` resolves; then drains (its apps move
+    /// elsewhere first) and returns.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         tokio::pin!(shutdown);
         let heartbeat = tokio::spawn(heartbeat(
             self.client.clone(),
             self.config.clone(),
             self.assignments.clone(),
+            self.interval.clone(),
         ));
         tokio::select! {
-            () = self.follow() => {}
+            () = self.follow(true) => {}
             () = &mut shutdown => {}
         }
         self.drain().await;
@@ -173,11 +183,12 @@ impl Agent {
     }
 
     /// Registers and follows the feed, reconnecting with backoff whenever the control
-    /// plane goes away. Never returns.
-    async fn follow(&self) {
+    /// plane goes away (registering again each time, in case it was marked lost). While
+    /// draining it only follows: registering would make it `up` again. Never returns.
+    async fn follow(&self, register_first: bool) {
         let mut backoff = Backoff::default();
         loop {
-            match self.follow_once().await {
+            match self.follow_once(register_first).await {
                 Ok(()) => tracing::warn!("the control plane ended the assignment stream"),
                 Err(e) => tracing::warn!(
                     error = %format!("{e:#}"),
@@ -188,9 +199,11 @@ impl Agent {
         }
     }
 
-    async fn follow_once(&self) -> anyhow::Result<()> {
+    async fn follow_once(&self, register_first: bool) -> anyhow::Result<()> {
         let mut client = self.client.clone();
-        register(&mut client, &self.config).await?;
+        if register_first {
+            register(&mut client, &self.config, &self.interval).await?;
+        }
         let mut stream = client
             .watch_assignments(pb::WatchRequest {
                 worker_id: self.config.worker_id.clone(),
@@ -238,17 +251,19 @@ impl Agent {
             }
         };
         tokio::select! {
-            () = self.follow() => {}
+            () = self.follow(false) => {}
             () = watch => tracing::info!("drained"),
             () = tokio::time::sleep_until(deadline) => tracing::warn!("drain timed out"),
         }
     }
 }
 
+/// Registers (or re-registers) and adopts the heartbeat interval the answer asks for.
 async fn register(
     client: &mut Client,
     config: &AgentConfig,
-) -> anyhow::Result<pb::RegisterResponse> {
+    interval: &AtomicU64,
+) -> anyhow::Result<()> {
     let response = client
         .register(pb::RegisterRequest {
             worker_id: config.worker_id.clone(),
@@ -260,15 +275,26 @@ async fn register(
         })
         .await
         .context("registering")?;
-    Ok(response.into_inner())
+    interval.store(
+        response
+            .into_inner()
+            .heartbeat_interval_ms
+            .clamp(100, 60_000),
+        Ordering::Relaxed,
+    );
+    Ok(())
 }
 
 /// Heartbeats at the interval the control plane asks for, re-registering when it no
 /// longer knows this worker as up (it was marked lost while unreachable).
-async fn heartbeat(client: Client, config: AgentConfig, assignments: Arc<Assignments>) {
-    let mut interval = Duration::from_secs(1);
+async fn heartbeat(
+    client: Client,
+    config: AgentConfig,
+    assignments: Arc<Assignments>,
+    interval: Arc<AtomicU64>,
+) {
     loop {
-        tokio::time::sleep(interval).await;
+        tokio::time::sleep(Duration::from_millis(interval.load(Ordering::Relaxed))).await;
         let mut c = client.clone();
         let beat = c
             .heartbeat(pb::HeartbeatRequest {
@@ -277,11 +303,8 @@ async fn heartbeat(client: Client, config: AgentConfig, assignments: Arc<Assignm
             })
             .await;
         match beat {
-            Ok(r) if r.get_ref().reregister => match register(&mut c, &config).await {
-                Ok(r) => {
-                    interval = Duration::from_millis(r.heartbeat_interval_ms.clamp(100, 60_000));
-                    tracing::info!("registered again after being marked lost");
-                }
+            Ok(r) if r.get_ref().reregister => match register(&mut c, &config, &interval).await {
+                Ok(()) => tracing::info!("registered again after being marked lost"),
                 Err(e) => tracing::debug!(error = %format!("{e:#}"), "re-registering"),
             },
             Ok(_) => {}
