@@ -78,6 +78,7 @@ impl ControlPlane {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let (stop, stopped) = tokio::sync::watch::channel(false);
+        let stopping = stopped.clone();
         let until = move || {
             let mut rx = stopped.clone();
             async move {
@@ -97,6 +98,7 @@ impl ControlPlane {
             hub: hub.clone(),
             nudge: state.nudge.clone(),
             scheduler: self.scheduler.clone(),
+            stopping,
         };
         let mut server = tonic::transport::Server::builder();
         if let (Some(cert), Some(key)) = (&self.grpc.tls_cert_file, &self.grpc.tls_key_file) {

@@ -183,7 +183,12 @@ async fn fnctl_up_deploy_bind_rollback_delete_restart() {
     // Delete.
     let (ok, out, err) = fnctl(&["delete", "hello"]);
     assert!(ok, "{out}{err}");
-    assert_eq!(http.get(&format!("{apps}/hello")).await.status, 404);
+    // Workers hear of it through their assignment streams, within moments.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while http.get(&format!("{apps}/hello")).await.status != 404 {
+        assert!(std::time::Instant::now() < deadline, "hello still served");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let (ok, _, err) = fnctl(&["versions", "hello"]);
     assert!(!ok);
     assert!(err.contains("not_found"), "{err}");

@@ -54,3 +54,47 @@ fn every_rust_file_starts_with_a_module_doc() {
         "files without a leading `//!` line: {missing:?}"
     );
 }
+
+/// The control plane never runs guest code and never talks to a tenant's providers:
+/// neither wasmtime nor a provider SDK may be in its dependency tree.
+#[test]
+fn the_control_plane_links_no_runtime_and_no_provider_sdk() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = std::process::Command::new(cargo)
+        .current_dir(root)
+        .args([
+            "tree",
+            "--offline",
+            "--locked",
+            "-p",
+            "stratus-control-plane",
+            "--edges",
+            "normal,build",
+            "--prefix",
+            "none",
+            "--format",
+            "{p}",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tree = String::from_utf8(out.stdout).unwrap();
+    assert!(tree.contains("stratus-proto"), "{tree}");
+    let forbidden: Vec<&str> = tree
+        .lines()
+        .filter(|l| {
+            let name = l.split_whitespace().next().unwrap_or("");
+            name.starts_with("wasmtime")
+                || ["redis", "redb", "aws-sdk-dynamodb", "stratus-worker"].contains(&name)
+        })
+        .collect();
+    assert!(
+        forbidden.is_empty(),
+        "stratus-control-plane depends on {forbidden:?}"
+    );
+}

@@ -33,6 +33,8 @@ pub struct WorkerApi {
     pub hub: FeedHub,
     pub nudge: Nudge,
     pub scheduler: SchedulerConfig,
+    /// Turns true when the replica shuts down: streams end so the server can stop.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 impl WorkerApi {
@@ -159,6 +161,7 @@ impl WorkerControl for WorkerApi {
         let pool = claims.pool;
         let worker = r.worker_id;
         let mut sent = (r.known_generation > 0).then_some(r.known_generation);
+        let mut stopping = self.stopping.clone();
         tokio::spawn(async move {
             loop {
                 let current = generations.borrow_and_update().get(&pool).copied();
@@ -183,6 +186,7 @@ impl WorkerControl for WorkerApi {
                 tokio::select! {
                     changed = generations.changed() => if changed.is_err() { return },
                     () = tx.closed() => return,
+                    _ = stopping.wait_for(|s| *s) => return,
                     // A stream outlives a missed wake-up at most this long.
                     () = tokio::time::sleep(Duration::from_secs(5)) => {}
                 }
