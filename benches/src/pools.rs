@@ -176,44 +176,50 @@ async fn scheduler() -> anyhow::Result<Vec<(String, String, String)>> {
         let delivered = delivered.clone();
         tokio::spawn(async move {
             let result = async {
-            let id = format!("sim-{w}");
-            client
-                .register(pb::RegisterRequest {
-                    worker_id: id.clone(),
-                    pool: "default".into(),
-                    labels: [("zone".to_string(), format!("z{}", w % 3))].into(),
-                    capacity: 1000,
-                    version: "bench".into(),
-                    http_address: format!("127.0.0.1:{}", 20000 + w),
-                })
-                .await?;
-            let mut beat = client.clone();
-            let beat_id = id.clone();
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(Duration::from_millis(1000)).await;
-                    let _ = beat
-                        .heartbeat(pb::HeartbeatRequest {
-                            worker_id: beat_id.clone(),
-                            apps_ready: 0,
-                        })
-                        .await;
+                let id = format!("sim-{w}");
+                client
+                    .register(pb::RegisterRequest {
+                        worker_id: id.clone(),
+                        pool: "default".into(),
+                        labels: [("zone".to_string(), format!("z{}", w % 3))].into(),
+                        capacity: 1000,
+                        version: "bench".into(),
+                        http_address: format!("127.0.0.1:{}", 20000 + w),
+                    })
+                    .await?;
+                let mut beat = client.clone();
+                let beat_id = id.clone();
+                tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(Duration::from_millis(1000)).await;
+                        let _ = beat
+                            .heartbeat(pb::HeartbeatRequest {
+                                worker_id: beat_id.clone(),
+                                apps_ready: 0,
+                            })
+                            .await;
+                    }
+                });
+                let mut stream = client
+                    .watch_assignments(pb::WatchRequest {
+                        worker_id: id,
+                        known_generation: 0,
+                    })
+                    .await?
+                    .into_inner();
+                while let Some(feed) = stream.message().await? {
+                    if let Some(slot) = delivered.get(w) {
+                        slot.store(feed.assignments.len(), Ordering::Relaxed);
+                        if std::env::var_os("BENCH_DEBUG").is_some() {
+                            eprintln!(
+                                "sim {w}: gen {} with {}",
+                                feed.generation,
+                                feed.assignments.len()
+                            );
+                        }
+                    }
                 }
-            });
-            let mut stream = client
-                .watch_assignments(pb::WatchRequest {
-                    worker_id: id,
-                    known_generation: 0,
-                })
-                .await?
-                .into_inner();
-            while let Some(feed) = stream.message().await? {
-                if let Some(slot) = delivered.get(w) {
-                    slot.store(feed.assignments.len(), Ordering::Relaxed);
-                    if std::env::var_os("BENCH_DEBUG").is_some() { eprintln!("sim {w}: gen {} with {}", feed.generation, feed.assignments.len()); }
-                }
-            }
-            Ok::<_, anyhow::Error>(())
+                Ok::<_, anyhow::Error>(())
             }
             .await;
             if let Err(e) = result {

@@ -61,6 +61,10 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // reqwest enables rustls's ring backend and the AWS SDK and tonic its aws-lc-rs one;
+    // with both present rustls needs the process to choose.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+
     config::init_tracing();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

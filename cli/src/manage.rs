@@ -146,10 +146,8 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
         manifest.insert("replicas".into(), json!(replicas));
     }
     let client = client()?;
-    let previous_live = match client.get::<Value>(&app_path(&app)?).await {
-        Ok(existing) => existing["live_version"].as_i64(),
-        Err(_) => None,
-    };
+    // What to restore if no worker can load the new version.
+    let previous = client.get::<Value>(&app_path(&app)?).await.ok();
     let progress = if args.output.is_json() || !std::io::IsTerminal::is_terminal(&std::io::stderr())
     {
         indicatif::ProgressBar::hidden()
@@ -174,7 +172,8 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
                 &client,
                 &app,
                 &deployed["app"],
-                previous_live,
+                previous.as_ref(),
+                !args.bindings.is_empty(),
                 args.wait_timeout,
                 true,
             )
@@ -221,7 +220,8 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
             &client,
             &app,
             app_view,
-            previous_live,
+            previous.as_ref(),
+            !args.bindings.is_empty(),
             args.wait_timeout,
             false,
         )
@@ -231,13 +231,14 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
 }
 
 /// Waits for the app's new revision to serve. If every worker failed to load it, the
-/// previous live version is made live again (workers kept serving it meanwhile) and the
-/// reasons are reported.
+/// previous live version (and bindings, if the deploy replaced them) is made live again
+/// (workers kept serving it meanwhile) and the reasons are reported.
 async fn settle(
     client: &Client,
     app: &str,
     app_view: &Value,
-    previous_live: Option<i64>,
+    previous: Option<&Value>,
+    rebound: bool,
     timeout_s: u64,
     quiet: bool,
 ) -> anyhow::Result<()> {
@@ -264,8 +265,22 @@ async fn settle(
             Ok(())
         }
         crate::rollout::Outcome::Failed(reasons) => {
+            let previous_live = previous.and_then(|p| p["live_version"].as_i64());
+            if rebound
+                && previous_live.is_some()
+                && let Some(bindings) = previous.map(|p| &p["bindings"])
+            {
+                let _: Value = client
+                    .call(
+                        Method::PUT,
+                        &format!("{app_path}/bindings"),
+                        Some(json!({ "bindings": bindings })),
+                    )
+                    .await
+                    .context("restoring the previous bindings")?;
+            }
             let kept = match previous_live {
-                Some(v) if app_view["live_version"].as_i64() != Some(v) => {
+                Some(v) if app_view["live_version"].as_i64() != Some(v) || rebound => {
                     let _: Value = client
                         .call(
                             Method::PUT,
@@ -274,7 +289,7 @@ async fn settle(
                         )
                         .await
                         .context("making the previous version live again")?;
-                    format!("version {v} stays live")
+                    format!("version {v} stays live with its bindings")
                 }
                 _ => "nothing was serving before".to_string(),
             };

@@ -75,6 +75,10 @@ fn parse_ttl(s: &str) -> Result<Duration, String> {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // reqwest enables rustls's ring backend and the AWS SDK and tonic its aws-lc-rs one;
+    // with both present rustls needs the process to choose.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()

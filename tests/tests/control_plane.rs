@@ -180,6 +180,65 @@ async fn fnctl_up_deploy_bind_rollback_delete_restart() {
             .contains("visited 5 times")
     );
 
+    // A version no worker can load (its Redis does not answer) is refused by the workers:
+    // the deploy says why, and the previous version and bindings stay live.
+    let (ok, out, err) = fnctl(&[
+        "deploy",
+        counter.to_str().unwrap(),
+        "--app",
+        "counter",
+        "--bind",
+        "kv=redis:url=redis://127.0.0.1:1",
+        "--bind",
+        "config.greeting=Oops",
+    ]);
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains("no worker could load") && err.contains("version 2 stays live"),
+        "{err}"
+    );
+    assert!(
+        err.contains("127.0.0.1:1"),
+        "the reason names the provider: {err}"
+    );
+    assert!(
+        http.get(&format!("{apps}/count"))
+            .await
+            .text()
+            .starts_with("Hey! /count has been visited 6 times")
+    );
+    let (ok, out, _) = fnctl(&["apps", "-o", "json"]);
+    assert!(ok);
+    let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let counter_app = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "counter")
+        .unwrap();
+    assert_eq!(counter_app["live_version"], 2);
+    assert_eq!(
+        counter_app["bindings"],
+        serde_json::json!(["config.greeting=Hey", "kv=embedded"])
+    );
+    // A new app that no worker can load has no replica to answer: 503, retry later.
+    let (ok, _, err) = fnctl(&[
+        "deploy",
+        counter.to_str().unwrap(),
+        "--app",
+        "broken",
+        "--route",
+        "/broken",
+        "--bind",
+        "kv=redis:url=redis://127.0.0.1:1",
+        "--bind",
+        "config.greeting=x",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("nothing was serving before"), "{err}");
+    let reply = http.get(&format!("{apps}/broken")).await;
+    assert_eq!(reply.status, 503, "{}", reply.text());
+
     // Delete.
     let (ok, out, err) = fnctl(&["delete", "hello"]);
     assert!(ok, "{out}{err}");
@@ -195,12 +254,22 @@ async fn fnctl_up_deploy_bind_rollback_delete_restart() {
 
     // A restart serves what was live, with its data.
     drop(dev);
+    // (Restarted on new ports, the workers learn each other's addresses from the control
+    // plane within moments; with fixed ports they would forward at once.)
     let (_dev, _api, apps) = up(data.path(), home.path());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let reply = loop {
+        let reply = http.get(&format!("{apps}/count")).await;
+        if reply.status != 503 || std::time::Instant::now() > deadline {
+            break reply;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     assert!(
-        http.get(&format!("{apps}/count"))
-            .await
-            .text()
-            .contains("visited 6 times")
+        reply.text().contains("visited 7 times"),
+        "{}: {}",
+        reply.status,
+        reply.text()
     );
     let (ok, out, _) = fnctl(&["apps"]);
     assert!(ok);

@@ -101,8 +101,13 @@ interval_ms = 200
 
     /// A control plane serving its API and worker API on these ports.
     fn control_plane(&self, api: u16, grpc: u16) -> Dev {
+        self.control_plane_with(api, grpc, "")
+    }
+
+    /// A control plane with more settings in its `[grpc]` table.
+    fn control_plane_with(&self, api: u16, grpc: u16, grpc_extra: &str) -> Dev {
         let config = format!(
-            "listen = \"127.0.0.1:{api}\"\n{}\n[grpc]\nlisten = \"127.0.0.1:{grpc}\"\n",
+            "listen = \"127.0.0.1:{api}\"\n{}\n[grpc]\nlisten = \"127.0.0.1:{grpc}\"\n{grpc_extra}\n",
             self.template
         );
         let path = self.dir.path().join(format!("cp-{api}.toml"));
@@ -117,21 +122,28 @@ interval_ms = 200
 
     /// A worker of pool `default` dialling the control plane's worker API on `grpc`.
     fn worker(&self, grpc: u16, id: &str, port: u16, zone: &str) -> Dev {
+        self.worker_with(&format!("http://127.0.0.1:{grpc}"), id, port, zone, &[])
+    }
+
+    fn worker_with(&self, cp: &str, id: &str, port: u16, zone: &str, extra: &[&str]) -> Dev {
         let data = self.dir.path().join(format!("worker-{id}"));
+        let mut args = vec![
+            "--control-plane".to_string(),
+            cp.to_string(),
+            "--id".into(),
+            id.into(),
+            "--label".into(),
+            format!("zone={zone}"),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--data-dir".into(),
+            data.to_str().unwrap().into(),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         Dev::spawn(
             &binary("stratus-worker"),
-            &[
-                "--control-plane",
-                &format!("http://127.0.0.1:{grpc}"),
-                "--id",
-                id,
-                "--label",
-                &format!("zone={zone}"),
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--data-dir",
-                data.to_str().unwrap(),
-            ],
+            &args,
             &[("STRATUS_WORKER_TOKEN", self.worker_token.as_str())],
         )
         .unwrap_or_else(|e| panic!("worker {id} did not start: {e}"))
@@ -535,4 +547,115 @@ async fn workers_need_a_worker_token_for_their_pool() {
         .await
         .unwrap();
     assert!(p.workers(api).iter().any(|w| w["id"] == "intruder"));
+}
+
+/// Runs `openssl` with `args` in `dir`.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_api_speaks_tls_when_a_certificate_is_configured() {
+    let p = Platform::new();
+    let dir = p.dir.path();
+    // A CA, and a certificate for 127.0.0.1 signed by it.
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=stratus-test-ca",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "grpc.key",
+            "-out",
+            "grpc.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "grpc.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "grpc.pem",
+            "-days",
+            "1",
+            "-extfile",
+            "san.ext",
+        ],
+    );
+    let (api, grpc) = (free_port(), free_port());
+    let _cp = p.control_plane_with(
+        api,
+        grpc,
+        &format!(
+            "tls_cert_file = \"{}\"\ntls_key_file = \"{}\"",
+            dir.join("grpc.pem").display(),
+            dir.join("grpc.key").display()
+        ),
+    );
+    let port = free_port();
+    let ca = dir.join("ca.pem");
+    let _w = p.worker_with(
+        &format!("https://127.0.0.1:{grpc}"),
+        "tls",
+        port,
+        "a",
+        &["--ca-file", ca.to_str().unwrap()],
+    );
+    // A worker speaking plaintext to the TLS listener never registers.
+    let plain = p.worker(grpc, "plain", free_port(), "a");
+    p.wait_workers_up(api, 1);
+    p.deploy(api, &wasm("hello"), "hello", &["--route", "/hello"]);
+    let (body, _) = until_ok(
+        &Http::default(),
+        &format!("http://127.0.0.1:{port}/hello"),
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(body, "Hello from Stratus!\n");
+    let ids: Vec<Value> = p.workers(api).iter().map(|w| w["id"].clone()).collect();
+    assert_eq!(ids, [Value::from("tls")], "{}", plain.stderr());
 }

@@ -20,6 +20,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     let config = config::Config::load();
+    // reqwest enables rustls's ring backend and the AWS SDK and tonic its aws-lc-rs one;
+    // with both present rustls needs the process to choose.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
