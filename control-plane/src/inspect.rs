@@ -15,27 +15,12 @@ pub struct Inspection {
     pub exports: Vec<String>,
 }
 
-/// Why an upload is not a component Stratus can run.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    #[error("not a WebAssembly component (no `\\0asm` header)")]
-    NotWasm,
-    #[error(
-        "this is a core WebAssembly module, not a component; build for `wasm32-wasip2` or wrap it with `wasm-tools component new`"
-    )]
-    CoreModule,
-    #[error("invalid component: {0}")]
-    Invalid(String),
-    #[error(
-        "component does not export `wasi:http/incoming-handler@0.2.x`, so it cannot serve HTTP: {0}"
-    )]
-    NoHttpHandler(String),
-}
+pub use stratus_proto::interfaces::ComponentError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InspectError {
     #[error(transparent)]
-    Refused(#[from] LoadError),
+    Refused(#[from] ComponentError),
     #[error("reading the staged upload: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -55,20 +40,20 @@ pub fn inspect(path: &Path) -> Result<Inspection, InspectError> {
         imports: Vec::new(),
         exports: Vec::new(),
     };
-    let invalid = |e: wasmparser::BinaryReaderError| LoadError::Invalid(e.to_string());
+    let invalid = |e: wasmparser::BinaryReaderError| ComponentError::Invalid(e.to_string());
     let mut first = true;
     loop {
         let (consumed, done) = match parser.parse(&buf, eof) {
             Err(e) => {
                 return Err(if first && !buf.starts_with(b"\0asm") {
-                    LoadError::NotWasm.into()
+                    ComponentError::NotWasm.into()
                 } else {
                     invalid(e).into()
                 });
             }
             Ok(Chunk::NeedMoreData(_)) => {
                 if eof {
-                    return Err(LoadError::Invalid("unexpected end of file".into()).into());
+                    return Err(ComponentError::Invalid("unexpected end of file".into()).into());
                 }
                 let start = buf.len();
                 buf.resize(start + READ_CHUNK, 0);
@@ -86,7 +71,7 @@ pub fn inspect(path: &Path) -> Result<Inspection, InspectError> {
                         ..
                     } = payload
                     {
-                        return Err(LoadError::CoreModule.into());
+                        return Err(ComponentError::CoreModule.into());
                     }
                 }
                 match &payload {
@@ -133,7 +118,7 @@ pub fn inspect(path: &Path) -> Result<Inspection, InspectError> {
         .iter()
         .any(|e| e.starts_with(stratus_proto::interfaces::HTTP_HANDLER_EXPORT))
     {
-        return Err(LoadError::NoHttpHandler(format!(
+        return Err(ComponentError::NoHttpHandler(format!(
             "it exports {}",
             if out.exports.is_empty() {
                 "nothing".to_string()

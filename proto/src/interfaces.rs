@@ -64,6 +64,24 @@ pub enum Provided {
     Config(ConfigRevision),
 }
 
+/// Why uploaded bytes are not a component Stratus can run; the control plane refuses
+/// them with these before storing, the worker before compiling.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ComponentError {
+    #[error("not a WebAssembly component (no `\\0asm` header)")]
+    NotWasm,
+    #[error(
+        "this is a core WebAssembly module, not a component; build for `wasm32-wasip2` or wrap it with `wasm-tools component new`"
+    )]
+    CoreModule,
+    #[error("invalid component: {0}")]
+    Invalid(String),
+    #[error(
+        "component does not export `wasi:http/incoming-handler@0.2.x`, so it cannot serve HTTP: {0}"
+    )]
+    NoHttpHandler(String),
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ImportError {
     #[error("import `{import}` is not provided by Stratus; {hint}")]

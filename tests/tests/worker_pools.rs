@@ -313,6 +313,18 @@ async fn a_pool_serves_through_every_worker_and_survives_losing_workers_and_the_
     for i in 0..3 {
         until_ok(&http, &url(i, "/solo"), Duration::from_secs(10)).await;
     }
+    // The returning workers are reconciled: each runs exactly what is placed on it (what
+    // moved away while it was gone is dropped), as its heartbeats report.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let workers = p.workers(api);
+        if workers.iter().all(|w| w["apps_ready"] == w["placements"]) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not reconciled: {workers:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(p.holders(api, "hello").len(), 2);
 
     // The control plane goes away: every worker keeps serving.
     drop(cp.take());

@@ -9,7 +9,7 @@ use stratus_proto::interfaces::ImportError;
 
 use crate::artifacts::ArtifactError;
 use crate::auth::AuthError;
-use crate::inspect::{InspectError, LoadError};
+use crate::inspect::{ComponentError, InspectError};
 use crate::metadata::MetadataError;
 use crate::names::NameError;
 use crate::upload::StageError;
@@ -107,13 +107,13 @@ impl From<AuthError> for ApiError {
     }
 }
 
-impl From<LoadError> for ApiError {
-    fn from(e: LoadError) -> Self {
+impl From<ComponentError> for ApiError {
+    fn from(e: ComponentError) -> Self {
         let code = match &e {
-            LoadError::NotWasm => "not_a_component",
-            LoadError::CoreModule => "core_module",
-            LoadError::Invalid(_) => "invalid_component",
-            LoadError::NoHttpHandler(_) => "no_http_handler",
+            ComponentError::NotWasm => "not_a_component",
+            ComponentError::CoreModule => "core_module",
+            ComponentError::Invalid(_) => "invalid_component",
+            ComponentError::NoHttpHandler(_) => "no_http_handler",
         };
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, e.to_string())
     }

@@ -189,8 +189,11 @@ impl App {
         let instance_pre = linker
             .instantiate_pre(component)
             .map_err(|e| LoadError::Link(format!("{e:#}")))?;
-        let pre =
-            ProxyPre::new(instance_pre).map_err(|e| LoadError::NoHttpHandler(format!("{e:#}")))?;
+        let pre = ProxyPre::new(instance_pre).map_err(|e| {
+            LoadError::from(stratus_proto::interfaces::ComponentError::NoHttpHandler(
+                format!("{e:#}"),
+            ))
+        })?;
         Ok(Self {
             runtime,
             name: name.into(),

@@ -8,6 +8,8 @@ use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
+use stratus_proto::interfaces::ComponentError;
+
 use super::LoadError;
 
 const WASM_MAGIC: &[u8; 4] = b"\0asm";
@@ -15,13 +17,13 @@ const WASM_MAGIC: &[u8; 4] = b"\0asm";
 /// Rejects bytes that are not a component with an error that says what they are.
 fn check_is_component(bytes: &[u8]) -> Result<(), LoadError> {
     if bytes.get(..4) != Some(WASM_MAGIC.as_slice()) {
-        return Err(LoadError::NotWasm);
+        return Err(ComponentError::NotWasm.into());
     }
     // Bytes 4..8 are the version/layer word: layer 0 is a core module, 1 a component.
     match bytes.get(6..8) {
-        Some([0, 0]) => Err(LoadError::CoreModule),
+        Some([0, 0]) => Err(ComponentError::CoreModule.into()),
         Some([1, 0]) => Ok(()),
-        _ => Err(LoadError::NotWasm),
+        _ => Err(ComponentError::NotWasm.into()),
     }
 }
 
@@ -42,7 +44,8 @@ pub fn compile(
 ) -> Result<Component, LoadError> {
     check_is_component(bytes)?;
     let Some(dir) = cache_dir else {
-        return Component::new(engine, bytes).map_err(|e| LoadError::Invalid(format!("{e:#}")));
+        return Component::new(engine, bytes)
+            .map_err(|e| LoadError::from(ComponentError::Invalid(format!("{e:#}"))));
     };
     let path = cache_path(engine, dir, &digest(bytes));
     if path.exists() {
@@ -53,8 +56,8 @@ pub fn compile(
             }
         }
     }
-    let component =
-        Component::new(engine, bytes).map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+    let component = Component::new(engine, bytes)
+        .map_err(|e| LoadError::from(ComponentError::Invalid(format!("{e:#}"))))?;
     if let Err(e) = store(&component, dir, &path) {
         tracing::warn!(path = %path.display(), error = %e, "could not cache compiled component");
     }
@@ -132,16 +135,16 @@ mod tests {
     fn classifies_bytes() {
         assert!(matches!(
             check_is_component(b"hello"),
-            Err(LoadError::NotWasm)
+            Err(LoadError::Component(ComponentError::NotWasm))
         ));
         assert!(matches!(
             check_is_component(b"\0asm\x01\0\0\0"),
-            Err(LoadError::CoreModule)
+            Err(LoadError::Component(ComponentError::CoreModule))
         ));
         assert!(check_is_component(b"\0asm\x0d\0\x01\0").is_ok());
         assert!(matches!(
             check_is_component(b"\0asm"),
-            Err(LoadError::NotWasm)
+            Err(LoadError::Component(ComponentError::NotWasm))
         ));
     }
 }

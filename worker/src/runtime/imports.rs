@@ -5,7 +5,7 @@ use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 
 use super::state::InvocationState;
-use stratus_proto::interfaces::{ImportError, Provided, check_import};
+use stratus_proto::interfaces::{ComponentError, ImportError, Provided, check_import};
 use stratus_proto::names::NameError;
 
 use crate::binding::Kind;
@@ -14,20 +14,10 @@ use crate::capabilities::{config, keyvalue};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("not a WebAssembly component (no `\\0asm` header)")]
-    NotWasm,
-    #[error(
-        "this is a core WebAssembly module, not a component; build for `wasm32-wasip2` or wrap it with `wasm-tools component new`"
-    )]
-    CoreModule,
-    #[error("invalid component: {0}")]
-    Invalid(String),
+    #[error(transparent)]
+    Component(#[from] ComponentError),
     #[error(transparent)]
     Import(#[from] ImportError),
-    #[error(
-        "component does not export `wasi:http/incoming-handler@0.2.x`, so it cannot serve HTTP: {0}"
-    )]
-    NoHttpHandler(String),
     #[error("linking failed: {0}")]
     Link(String),
     #[error(transparent)]

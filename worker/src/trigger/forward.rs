@@ -197,3 +197,27 @@ fn is_idempotent(method: &http::Method) -> bool {
             | http::Method::TRACE
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_idempotent_methods_are_replayed() {
+        for m in ["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"] {
+            assert!(is_idempotent(&m.parse().unwrap()), "{m}");
+        }
+        for m in ["POST", "PATCH", "CONNECT"] {
+            assert!(!is_idempotent(&m.parse().unwrap()), "{m}");
+        }
+    }
+
+    #[test]
+    fn no_ready_replica_is_503_with_retry_after() {
+        let resp = InvocationError::NoReplica.into_response("forward");
+        assert_eq!(resp.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(resp.headers()[http::header::RETRY_AFTER], "1");
+        let resp = InvocationError::PeerFailed("reset by 10.0.0.7".into()).into_response("x");
+        assert_eq!(resp.status(), http::StatusCode::BAD_GATEWAY);
+    }
+}
