@@ -26,6 +26,16 @@ use crate::runtime::InvocationError;
 pub const FORWARDED_HEADER: &str = "x-stratus-forwarded";
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Headers that belong to one connection (RFC 9110 §7.6.1); `transfer-encoding` is left
+/// to hyper, which frames the forwarded body itself.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+];
 /// Idle connections kept per peer.
 const MAX_IDLE: usize = 32;
 
@@ -60,6 +70,10 @@ impl Forwarder {
     /// Sends `req` to one of `peers` and returns its response.
     pub async fn forward(&self, req: hyper::Request<Incoming>, peers: &[String]) -> Response {
         let (mut parts, body) = req.into_parts();
+        // Hop-by-hop headers describe the client's connection, not this one.
+        for name in HOP_BY_HOP {
+            parts.headers.remove(*name);
+        }
         parts
             .headers
             .insert(FORWARDED_HEADER, http::HeaderValue::from_static("1"));
