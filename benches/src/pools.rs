@@ -341,7 +341,7 @@ impl Cluster {
             anyhow::ensure!(out.status.success(), "mint-token failed");
             Ok(String::from_utf8(out.stdout)?.trim().to_string())
         };
-        let user_token = mint(&["--tenant", "bench", "--role", "admin"])?;
+        let user_token = mint(&["--tenant", "bench", "--role", "operator"])?;
         let worker_token = mint(&["--worker", "--pool", "default"])?;
         let cp = Proc(
             Command::new(binary("stratus-control-plane")?)

@@ -266,27 +266,15 @@ async fn settle(
         }
         crate::rollout::Outcome::Failed(reasons) => {
             let previous_live = previous.and_then(|p| p["live_version"].as_i64());
-            if rebound
-                && previous_live.is_some()
-                && let Some(bindings) = previous.map(|p| &p["bindings"])
-            {
-                let _: Value = client
-                    .call(
-                        Method::PUT,
-                        &format!("{app_path}/bindings"),
-                        Some(json!({ "bindings": bindings })),
-                    )
-                    .await
-                    .context("restoring the previous bindings")?;
-            }
             let kept = match previous_live {
                 Some(v) if app_view["live_version"].as_i64() != Some(v) || rebound => {
+                    // One change: the previous version with the previous bindings.
+                    let mut body = json!({ "version": v });
+                    if rebound && let Some(p) = previous {
+                        body["bindings"] = p["bindings"].clone();
+                    }
                     let _: Value = client
-                        .call(
-                            Method::PUT,
-                            &format!("{app_path}/live"),
-                            Some(json!({ "version": v })),
-                        )
+                        .call(Method::PUT, &format!("{app_path}/live"), Some(body))
                         .await
                         .context("making the previous version live again")?;
                     format!("version {v} stays live with its bindings")

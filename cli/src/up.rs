@@ -153,7 +153,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let token = cp.state.auth.mint(
         "fnctl-up",
         LOCAL_TENANT,
-        Role::Admin,
+        Role::Operator,
         Duration::from_secs(30 * 86400),
     )?;
     let worker_token =
@@ -216,7 +216,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         _ => {
             let saved = creds.save()?;
             println!(
-                "Logged in as admin of tenant `{LOCAL_TENANT}` (credentials in {})",
+                "Logged in as operator of tenant `{LOCAL_TENANT}` (credentials in {})",
                 saved.display()
             );
         }
@@ -236,7 +236,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     for (agent, routes, listener) in agents {
         let serve = stratus_worker::trigger::http::serve(
             listener,
-            Target::Routes(routes, Forwarder::default()),
+            Target::Routes(routes, Forwarder::new(timeout + Duration::from_secs(5))),
             timeout,
             until_stopped(stopped.clone()),
         );

@@ -20,6 +20,9 @@ pub enum Role {
     Deployer,
     /// Also delete apps.
     Admin,
+    /// Also manage the workers every tenant shares (drain them, see their addresses):
+    /// the platform operator's role.
+    Operator,
 }
 
 impl std::str::FromStr for Role {
@@ -29,8 +32,9 @@ impl std::str::FromStr for Role {
             "viewer" => Ok(Role::Viewer),
             "deployer" => Ok(Role::Deployer),
             "admin" => Ok(Role::Admin),
+            "operator" => Ok(Role::Operator),
             other => Err(format!(
-                "unknown role `{other}`; roles: viewer, deployer, admin"
+                "unknown role `{other}`; roles: viewer, deployer, admin, operator"
             )),
         }
     }

@@ -74,32 +74,34 @@ interval_ms = 200
             data = dir.path().join("cp").display(),
         );
         std::fs::write(&config, &template).unwrap();
-        let mint = |args: &[&str]| {
-            let out = std::process::Command::new(binary("stratus-control-plane"))
-                .arg("--config")
-                .arg(&config)
-                .arg("mint-token")
-                .args(args)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8(out.stdout).unwrap().trim().to_string()
-        };
-        let user_token = mint(&["--tenant", "acme", "--role", "admin"]);
-        let worker_token = mint(&["--worker", "--pool", "default"]);
-        Platform {
+        let mut platform = Platform {
             dir,
             template,
-            user_token,
-            worker_token,
-        }
+            user_token: String::new(),
+            worker_token: String::new(),
+        };
+        platform.user_token = platform.mint(&["--tenant", "acme", "--role", "operator"]);
+        platform.worker_token = platform.mint(&["--worker", "--pool", "default"]);
+        platform
     }
 
-    /// A control plane serving its API and worker API on these ports.
+    /// `stratus-control-plane mint-token ARGS`.
+    fn mint(&self, args: &[&str]) -> String {
+        let out = std::process::Command::new(binary("stratus-control-plane"))
+            .arg("--config")
+            .arg(self.dir.path().join("control-plane.toml"))
+            .arg("mint-token")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
     fn control_plane(&self, api: u16, grpc: u16) -> Dev {
         self.control_plane_with(api, grpc, "")
     }
@@ -559,6 +561,40 @@ async fn workers_need_a_worker_token_for_their_pool() {
         .await
         .unwrap();
     assert!(p.workers(api).iter().any(|w| w["id"] == "intruder"));
+    // A token for another pool cannot take that worker id over.
+    let gpu = p.mint(&["--worker", "--pool", "gpu"]);
+    let refused = client
+        .register(worker_api::register(Some(&gpu), "gpu"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::AlreadyExists, "{refused}");
+    assert!(
+        p.workers(api)
+            .iter()
+            .any(|w| w["id"] == "intruder" && w["pool"] == "default")
+    );
+    // Workers are shared: a tenant's admin may list them (without their addresses) but
+    // only an operator drains one.
+    let admin = p.mint(&["--tenant", "acme", "--role", "admin"]);
+    let as_admin = |args: &[&str]| {
+        fnctl_env(
+            args,
+            &[
+                ("STRATUS_ENDPOINT", &format!("http://127.0.0.1:{api}")),
+                ("STRATUS_TOKEN", &admin),
+                ("STRATUS_CONFIG_DIR", p.dir.path().to_str().unwrap()),
+            ],
+        )
+    };
+    let (ok, out, err) = as_admin(&["workers", "-o", "json"]);
+    assert!(ok, "{err}");
+    assert!(!out.contains("127.0.0.1:1"), "{out}");
+    let (ok, _, err) = as_admin(&["workers", "drain", "intruder"]);
+    assert!(!ok);
+    assert!(err.contains("forbidden"), "{err}");
+    let (ok, out, err) = p.fnctl(api, &["workers", "drain", "intruder"]);
+    assert!(ok, "{out}{err}");
+    assert!(p.workers(api).iter().any(|w| w["state"] == "draining"));
 }
 
 /// Runs `openssl` with `args` in `dir`.

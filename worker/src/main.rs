@@ -77,7 +77,10 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
     });
     let http = tokio::spawn(stratus_worker::trigger::http::serve(
         listener,
-        Target::Routes(routes, Forwarder::default()),
+        Target::Routes(
+            routes,
+            Forwarder::new(config.limits.timeout() + std::time::Duration::from_secs(5)),
+        ),
         config.limits.timeout(),
         until(serving_stopped),
     ));

@@ -73,6 +73,10 @@ pub async fn delete(
 #[serde(deny_unknown_fields)]
 pub struct SetLive {
     version: i64,
+    /// Replace the bindings in the same change (how a failed deploy is undone at once:
+    /// the old version with the old bindings, never one without the other).
+    #[serde(default)]
+    bindings: Option<Vec<String>>,
 }
 
 /// Points the app at one of its versions; rollback is pointing at an earlier one.
@@ -85,6 +89,7 @@ pub async fn set_live(
     caller.require(Role::Deployer)?;
     let change = AppChange {
         live_version: Some(body.version),
+        bindings: body.bindings.as_deref().map(parse_bindings).transpose()?,
         ..AppChange::default()
     };
     change_app(&state, &caller.tenant, &app, change).await

@@ -1,5 +1,6 @@
-//! Worker routes: list the workers (every tenant sees the pool's workers and their load,
-//! but only its own apps on them) and drain one.
+//! Worker routes: list the workers (every tenant sees the workers and their load, but
+//! only its own apps on them, and only an operator their addresses) and drain one
+//! (operators only: workers are shared by every tenant).
 
 use std::sync::Arc;
 
@@ -16,7 +17,12 @@ pub async fn list(
     Caller(caller): Caller,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     caller.require(Role::Viewer)?;
-    let workers: Vec<WorkerRecord> = state.metadata.workers(&caller.tenant).await?;
+    let mut workers: Vec<WorkerRecord> = state.metadata.workers(&caller.tenant).await?;
+    if caller.require(Role::Operator).is_err() {
+        for w in &mut workers {
+            w.http_address.clear();
+        }
+    }
     Ok(Json(serde_json::json!({ "workers": workers })))
 }
 
@@ -26,7 +32,7 @@ pub async fn drain(
     Caller(caller): Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    caller.require(Role::Admin)?;
+    caller.require(Role::Operator)?;
     state.metadata.drain_worker(&id).await?;
     state.nudge.changed();
     tracing::info!(worker = %id, tenant = %caller.tenant, "drain requested");

@@ -109,6 +109,9 @@ impl WorkerControl for WorkerApi {
                 r.http_address
             )));
         }
+        if r.version.len() > 64 {
+            return Err(Status::invalid_argument("version: at most 64 bytes"));
+        }
         if r.labels.len() > 32
             || r.labels
                 .iter()
@@ -167,6 +170,23 @@ impl WorkerControl for WorkerApi {
                 let current = generations.borrow_and_update().get(&pool).copied();
                 // Before the hub's first poll nothing is known: build the feed anyway.
                 if current.is_none() || current != sent {
+                    // A worker that moved to another pool (it was lost, and registered
+                    // there with another token) gets nothing more on this stream.
+                    match metadata.worker_pool(&worker).await {
+                        Ok(Some((p, _))) if p == pool => {}
+                        Ok(_) => {
+                            let _ = tx
+                                .send(Err(Status::permission_denied(
+                                    "the worker is no longer in this token's pool",
+                                )))
+                                .await;
+                            return;
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(e.into())).await;
+                            return;
+                        }
+                    }
                     match metadata.feed(&worker).await {
                         Ok(feed) => {
                             let generation = feed.generation;

@@ -73,8 +73,8 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
             // revision the worker reported ready (it keeps serving that one while a newer
             // one loads).
             "CREATE TABLE placements (
-            app_id TEXT NOT NULL REFERENCES apps (id),
-            worker_id TEXT NOT NULL REFERENCES workers (id),
+            app_id TEXT NOT NULL REFERENCES apps (id) ON DELETE CASCADE,
+            worker_id TEXT NOT NULL REFERENCES workers (id) ON DELETE CASCADE,
             created_at BIGINT NOT NULL,
             state TEXT NOT NULL,
             state_revision BIGINT NOT NULL,

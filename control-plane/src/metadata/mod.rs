@@ -326,7 +326,7 @@ async fn insert_app(
     let id = uuid::Uuid::new_v4().to_string();
     let inserted = tx
         .query(
-            "INSERT INTO apps (id, tenant, name, next_version, created_at, updated_at) VALUES ($1, $2, $3, 1, $4, $4) ON CONFLICT (tenant, name) DO NOTHING RETURNING id",
+            "INSERT INTO apps (id, tenant, name, next_version, created_at, updated_at, revision) VALUES ($1, $2, $3, 1, $4, $4, $4) ON CONFLICT (tenant, name) DO NOTHING RETURNING id",
             &[id.as_str().into(), tenant.into(), name.into(), now().into()],
         )
         .await?;

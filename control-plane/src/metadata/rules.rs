@@ -17,9 +17,12 @@ pub(super) async fn apply_change(
     if change.changes_serving() {
         // The old pool (workers there must drop it) and the new one both change.
         bump_app_pool(tx, id).await?;
+        // Revisions also order an app's incarnations: one deleted and made again under
+        // the same name starts above every revision the old one had (they never exceed
+        // the clock), so no worker mistakes the new app for the one it still runs.
         tx.execute(
-            "UPDATE apps SET revision = revision + 1 WHERE id = $1",
-            &[id.into()],
+            "UPDATE apps SET revision = CASE WHEN revision + 1 > $2 THEN revision + 1 ELSE $2 END WHERE id = $1",
+            &[id.into(), now().into()],
         )
         .await?;
     }

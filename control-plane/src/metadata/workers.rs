@@ -111,19 +111,29 @@ fn assignment_state(state: pb::AssignmentState) -> Option<&'static str> {
 }
 
 impl Metadata {
-    /// Adds or re-announces a worker, which is up from now on. A worker that comes back
-    /// in another pool drops the placements of its old one.
+    /// Adds or re-announces a worker, which is up from now on. An id registered in
+    /// another pool is refused (`Conflict`) unless that worker was lost: a token for one
+    /// pool cannot take over another pool's worker. A lost worker that comes back in
+    /// another pool drops the placements of its old one.
     pub async fn register_worker(&self, w: &WorkerInfo) -> Result<(), MetadataError> {
         let labels = serde_json::to_string(&w.labels)
             .map_err(|e| MetadataError::Backend(format!("encoding labels: {e}")))?;
         let now = now();
         let mut tx = self.db.begin().await?;
-        tx.execute(
+        let old_pool = tx
+            .query(
+                "SELECT pool FROM workers WHERE id = $1",
+                &[w.id.as_str().into()],
+            )
+            .await?;
+        let registered = tx.query(
             "INSERT INTO workers (id, pool, labels, capacity, version, http_address, state, registered_at, last_seen, apps_ready)
              VALUES ($1, $2, $3, $4, $5, $6, 'up', $7, $7, 0)
              ON CONFLICT (id) DO UPDATE SET pool = excluded.pool, labels = excluded.labels,
                capacity = excluded.capacity, version = excluded.version,
-               http_address = excluded.http_address, state = 'up', last_seen = excluded.last_seen",
+               http_address = excluded.http_address, state = 'up', last_seen = excluded.last_seen
+             WHERE workers.pool = excluded.pool OR workers.state = 'lost'
+             RETURNING id",
             &[
                 w.id.as_str().into(),
                 w.pool.as_str().into(),
@@ -135,6 +145,18 @@ impl Metadata {
             ],
         )
         .await?;
+        if registered.is_empty() {
+            return Err(MetadataError::Conflict(format!(
+                "worker `{}` is registered in another pool",
+                w.id
+            )));
+        }
+        if let Some(row) = old_pool.first() {
+            let old = text(row, 0)?;
+            if old != w.pool {
+                bump_pool(tx.as_mut(), &old).await?;
+            }
+        }
         tx.execute(
             "DELETE FROM placements WHERE worker_id = $1 AND app_id IN (SELECT id FROM apps WHERE pool <> $2)",
             &[w.id.as_str().into(), w.pool.as_str().into()],
@@ -212,11 +234,24 @@ impl Metadata {
         };
         let mut tx = self.db.begin().await?;
         let id = app_id(tx.as_mut(), tenant, app).await?;
+        let before = tx
+            .query(
+                "SELECT ready_revision FROM placements WHERE app_id = $1 AND worker_id = $2",
+                &[id.as_str().into(), worker.into()],
+            )
+            .await?;
+        let was_ready = before
+            .first()
+            .and_then(|r| optional_int(r, 0).ok().flatten());
+        // Reports travel separately and may arrive out of order: an older revision never
+        // replaces a newer one, and a progress state never replaces the outcome (ready or
+        // failed) of the same revision.
         let rows = tx
             .query(
                 "UPDATE placements SET state = $1, state_revision = $2, message = $3,
                    ready_revision = CASE WHEN $1 = 'ready' THEN $2 ELSE ready_revision END
-                 WHERE app_id = $4 AND worker_id = $5 AND state_revision <= $2
+                 WHERE app_id = $4 AND worker_id = $5 AND (state_revision < $2
+                   OR (state_revision = $2 AND ($1 IN ('ready', 'failed') OR state NOT IN ('ready', 'failed'))))
                  RETURNING (SELECT pool FROM workers WHERE id = $5)",
                 &[
                     state.into(),
@@ -229,6 +264,7 @@ impl Metadata {
             .await?;
         // Readiness changes where the pool forwards requests.
         if state == "ready"
+            && was_ready != Some(revision)
             && let Some(row) = rows.first()
         {
             bump_pool(tx.as_mut(), &text(row, 0)?).await?;

@@ -223,6 +223,25 @@ impl Assignments {
         loads
     }
 
+    /// Tries again the assignments whose load failed long enough ago (a provider or the
+    /// registry may be back), without waiting for the control plane to send a new feed.
+    pub fn retry_failed(self: &Arc<Self>) {
+        let feed = {
+            let state = self.state();
+            let due = state
+                .failed
+                .values()
+                .any(|(_, _, at)| at.elapsed() >= RETRY_FAILED_AFTER);
+            if !due {
+                return;
+            }
+            state.feed.clone()
+        };
+        for load in self.apply_inner(feed, false) {
+            tokio::spawn(load);
+        }
+    }
+
     /// Sends the state of every assignment again: after a reconnect the control plane
     /// may have lost what was reported while it was away.
     pub fn report_all(&self) {
@@ -337,8 +356,10 @@ impl Assignments {
     /// One table for the pool: apps loaded here answer locally, the rest go to the
     /// workers ready to serve them, or get 503 until one is.
     fn rebuild_routes(&self) {
-        let entries = {
-            let state = self.state();
+        // Built and installed under the state lock, so two loads finishing together can
+        // never install their snapshots in the wrong order.
+        let state = self.state();
+        {
             let mut entries: Vec<Entry> = Vec::with_capacity(state.feed.routes.len());
             let mut seen = std::collections::HashSet::new();
             for r in &state.feed.routes {
@@ -380,9 +401,9 @@ impl Assignments {
                     });
                 }
             }
-            entries
-        };
-        self.routes.replace(entries);
+            self.routes.replace(entries);
+        }
+        drop(state);
     }
 
     fn persist(&self, feed: &pb::AssignmentFeed) -> std::io::Result<()> {

@@ -49,6 +49,9 @@ pub struct AgentConfig {
 
 type Client = WorkerControlClient<InterceptedService<Channel, Bearer>>;
 
+/// The largest message the worker accepts from the control plane.
+const MAX_FEED_BYTES: usize = 64 << 20;
+
 /// Adds the worker token to every call.
 #[derive(Clone)]
 struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
@@ -120,7 +123,9 @@ impl Agent {
                 .parse()
                 .context("the worker token is not a valid header value")?,
         );
-        let client = WorkerControlClient::with_interceptor(endpoint.connect_lazy(), bearer);
+        // A pool's whole routing table travels in one feed message.
+        let client = WorkerControlClient::with_interceptor(endpoint.connect_lazy(), bearer)
+            .max_decoding_message_size(MAX_FEED_BYTES);
         let components = Components::new(config.state_dir.join("components"))
             .context("creating the component directory")?;
         components.set_source(Arc::new(ControlPlaneSource(client.clone())));
@@ -173,10 +178,20 @@ impl Agent {
             self.assignments.clone(),
             self.interval.clone(),
         ));
+        let retries = {
+            let assignments = self.assignments.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    assignments.retry_failed();
+                }
+            })
+        };
         tokio::select! {
             () = self.follow(true) => {}
             () = &mut shutdown => {}
         }
+        retries.abort();
         self.drain().await;
         heartbeat.abort();
         Ok(())

@@ -43,15 +43,30 @@ type OutBody = UnsyncBoxBody<Bytes, hyper::Error>;
 type Response = crate::runtime::Response;
 
 /// A pool of connections to peer workers. Cheap to clone.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Forwarder {
     inner: Arc<Inner>,
 }
 
-#[derive(Default)]
 struct Inner {
     idle: Mutex<HashMap<String, Vec<SendRequest<OutBody>>>>,
     next: AtomicUsize,
+    /// How long a peer may take to send a response head (a frozen peer must not hold
+    /// the request for as long as the client waits).
+    head_timeout: Duration,
+}
+
+impl Forwarder {
+    /// `head_timeout` should exceed the invocation deadline, which the peer enforces.
+    pub fn new(head_timeout: Duration) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                idle: Mutex::default(),
+                next: AtomicUsize::new(0),
+                head_timeout,
+            }),
+        }
+    }
 }
 
 enum Failure {
@@ -144,7 +159,18 @@ impl Forwarder {
         mut sender: SendRequest<OutBody>,
         req: hyper::Request<OutBody>,
     ) -> Result<hyper::Response<Incoming>, Failure> {
-        match sender.try_send_request(req).await {
+        let sent = match tokio::time::timeout(self.inner.head_timeout, sender.try_send_request(req))
+            .await
+        {
+            Ok(sent) => sent,
+            Err(_) => {
+                return Err(Failure::Sent(format!(
+                    "{peer} sent no response head within {:?}",
+                    self.inner.head_timeout
+                )));
+            }
+        };
+        match sent {
             Ok(resp) => {
                 // The connection is reusable once this response's body has been read.
                 let this = self.clone();
