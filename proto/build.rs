@@ -7,6 +7,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let descriptors = protox::compile([proto], ["."])?;
     tonic_prost_build::configure()
         .build_transport(false)
+        // Component chunks are slices of one buffer on the sending side.
+        .bytes(".stratus.worker.v1.ComponentChunk.data")
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -32,12 +32,8 @@ pub async fn wait(
     loop {
         let status: Value = client.get(&format!("{app_path}/status")).await?;
         let placements = status["placements"].as_array().cloned().unwrap_or_default();
-        let workers_up = status["workers_up"].as_u64().unwrap_or(0) as usize;
-        let want = match status["replicas"].as_str() {
-            Some("all") => workers_up,
-            Some(n) => n.parse::<usize>().unwrap_or(1).min(workers_up),
-            None => 1,
-        };
+        let workers_up = status["workers_up"].as_u64().unwrap_or(0);
+        let want = status["wanted"].as_u64().unwrap_or(1) as usize;
         let ready = placements
             .iter()
             .filter(|p| p["ready_revision"].as_i64().is_some_and(|r| r >= revision))

@@ -32,7 +32,3 @@ pub mod providers;
 pub mod pb {
     tonic::include_proto!("stratus.worker.v1");
 }
-
-/// The audience of worker tokens; user tokens carry the API's own audience, so neither
-/// kind is accepted where the other belongs.
-pub const WORKER_AUDIENCE_SUFFIX: &str = "-workers";

@@ -415,6 +415,15 @@ async fn two_control_planes_never_place_an_app_twice_and_fail_over() {
     for i in 0..6 {
         assert_eq!(p.holders(api_b, &format!("app{i}")).len(), 1, "app{i}");
     }
+    // A deploy returns once its replica is ready; the other worker hears of it through
+    // its own replica's stream a moment later.
+    let http = Http::default();
+    for port in [port_1, port_2] {
+        for i in 0..6 {
+            let url = format!("http://127.0.0.1:{port}/app{i}");
+            until_ok(&http, &url, Duration::from_secs(5)).await;
+        }
+    }
 
     // Kill whichever replica schedules; the other takes over.
     let leader_is_a = cp_a.stderr().contains("this replica now schedules");
@@ -430,7 +439,6 @@ async fn two_control_planes_never_place_an_app_twice_and_fail_over() {
         drop(cp_b);
         (api_a, port_2, port_1)
     };
-    let http = Http::default();
     // The worker of the dead replica keeps serving meanwhile.
     assert_eq!(
         http.get(&format!("http://127.0.0.1:{orphaned_port}/app0"))

@@ -170,25 +170,8 @@ impl WorkerControl for WorkerApi {
                 let current = generations.borrow_and_update().get(&pool).copied();
                 // Before the hub's first poll nothing is known: build the feed anyway.
                 if current.is_none() || current != sent {
-                    // A worker that moved to another pool (it was lost, and registered
-                    // there with another token) gets nothing more on this stream.
-                    match metadata.worker_pool(&worker).await {
-                        Ok(Some((p, _))) if p == pool => {}
-                        Ok(_) => {
-                            let _ = tx
-                                .send(Err(Status::permission_denied(
-                                    "the worker is no longer in this token's pool",
-                                )))
-                                .await;
-                            return;
-                        }
-                        Err(e) => {
-                            let _ = tx.send(Err(e.into())).await;
-                            return;
-                        }
-                    }
-                    match metadata.feed(&worker).await {
-                        Ok(feed) => {
+                    match metadata.feed(&worker, &pool).await {
+                        Ok(Some(feed)) => {
                             let generation = feed.generation;
                             if sent != Some(generation) {
                                 if tx.send(Ok(feed)).await.is_err() {
@@ -196,6 +179,16 @@ impl WorkerControl for WorkerApi {
                                 }
                                 sent = Some(generation);
                             }
+                        }
+                        // The worker moved to another pool (it was lost, and registered
+                        // there with another token): nothing more on this stream.
+                        Ok(None) => {
+                            let _ = tx
+                                .send(Err(Status::permission_denied(
+                                    "the worker is no longer in this token's pool",
+                                )))
+                                .await;
+                            return;
                         }
                         Err(e) => {
                             let _ = tx.send(Err(e.into())).await;
@@ -230,7 +223,11 @@ impl WorkerControl for WorkerApi {
         self.metadata
             .report_status(&r.worker_id, &r.tenant, &r.app, r.revision, state, &message)
             .await?;
-        self.nudge.changed();
+        // Only readiness matters to the scheduler (a drain waits for replacements); other
+        // progress is read from the database by whoever asks.
+        if state == pb::AssignmentState::Ready {
+            self.nudge.changed();
+        }
         Ok(Response::new(pb::StatusAck {}))
     }
 
@@ -262,14 +259,13 @@ impl WorkerControl for WorkerApi {
                 claims.pool
             )));
         }
+        // `data` is `Bytes`: the chunks are slices of one buffer, not copies.
         let bytes = bytes::Bytes::from(self.artifacts.get(&digest).await?);
         let chunks: Vec<Result<pb::ComponentChunk, Status>> = (0..bytes.len())
             .step_by(CHUNK)
             .map(|start| {
                 Ok(pb::ComponentChunk {
-                    data: bytes
-                        .slice(start..(start + CHUNK).min(bytes.len()))
-                        .to_vec(),
+                    data: bytes.slice(start..(start + CHUNK).min(bytes.len())),
                 })
             })
             .collect();

@@ -37,6 +37,14 @@ impl Replicas {
         }
     }
 
+    /// How many replicas the app gets when `up` workers of its pool take placements.
+    pub fn wanted(self, up: usize) -> usize {
+        match self {
+            Replicas::All => up,
+            Replicas::Count(n) => up.min(n as usize),
+        }
+    }
+
     pub fn from_db(n: i64) -> Self {
         match u32::try_from(n) {
             Ok(0) | Err(_) => Replicas::All,

@@ -193,18 +193,6 @@ impl Metadata {
                 pools.insert((*pool).to_string());
             }
         }
-        // Placements of apps that are gone or no longer live.
-        let orphans = tx
-            .query(
-                "DELETE FROM placements WHERE app_id IN (SELECT id FROM apps WHERE live_version IS NULL) RETURNING worker_id",
-                &[],
-            )
-            .await?;
-        for row in &orphans {
-            if let Some(pool) = pool_of_worker.get(text(row, 0)?.as_str()) {
-                pools.insert((*pool).to_string());
-            }
-        }
         for pool in &pools {
             bump_pool(tx.as_mut(), pool).await?;
         }

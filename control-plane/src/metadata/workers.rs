@@ -97,6 +97,8 @@ pub struct AppStatus {
     pub replicas: Replicas,
     /// Workers of the pool that take placements.
     pub workers_up: i64,
+    /// Replicas the app gets with those workers: serving when this many are ready.
+    pub wanted: i64,
     pub placements: Vec<PlacementStatus>,
 }
 
@@ -337,6 +339,8 @@ impl Metadata {
             .await?;
         tx.commit().await?;
         let app = super::sql::first(&app)?;
+        let replicas = Replicas::from_db(int(app, 3)?);
+        let workers_up = int(app, 4)?;
         let placements = rows
             .iter()
             .map(|r| {
@@ -354,8 +358,10 @@ impl Metadata {
             revision: int(app, 0)?,
             live_version: optional_int(app, 1)?,
             pool: text(app, 2)?,
-            replicas: Replicas::from_db(int(app, 3)?),
-            workers_up: int(app, 4)?,
+            replicas,
+            workers_up,
+            wanted: i64::try_from(replicas.wanted(usize::try_from(workers_up).unwrap_or(0)))
+                .unwrap_or(i64::MAX),
             placements,
         })
     }
@@ -384,34 +390,38 @@ impl Metadata {
             .collect()
     }
 
-    /// What one worker must run, and every live app of its pool with the workers ready
-    /// to serve it. The generation is read first, so a change racing this read is sent
-    /// again under its newer generation.
-    pub async fn feed(&self, worker: &str) -> Result<pb::AssignmentFeed, MetadataError> {
+    /// What one worker of `pool` must run, and every live app of the pool with the
+    /// workers ready to serve it; `None` if the worker is not (or no longer) in `pool`.
+    /// The generation is read first, so a change racing this read is sent again under
+    /// its newer generation.
+    pub async fn feed(
+        &self,
+        worker: &str,
+        pool: &str,
+    ) -> Result<Option<pb::AssignmentFeed>, MetadataError> {
         let mut tx = self.db.begin().await?;
         let rows = tx
             .query(
-                "SELECT w.pool, COALESCE((SELECT generation FROM pools WHERE name = w.pool), 0) FROM workers w WHERE w.id = $1",
-                &[worker.into()],
+                "SELECT COALESCE((SELECT generation FROM pools WHERE name = w.pool), 0) FROM workers w WHERE w.id = $1 AND w.pool = $2",
+                &[worker.into(), pool.into()],
             )
             .await?;
         let Some(row) = rows.first() else {
-            return Err(MetadataError::NotFound(format!("worker `{worker}`")));
+            return Ok(None);
         };
-        let pool = text(row, 0)?;
-        let generation = u64::try_from(int(row, 1)?).unwrap_or(0);
+        let generation = u64::try_from(int(row, 0)?).unwrap_or(0);
         let routes = tx
             .query(
                 "SELECT a.id, a.tenant, a.name, t.key FROM apps a JOIN triggers t ON t.app_id = a.id
                  WHERE a.pool = $1 AND a.live_version IS NOT NULL AND t.kind = 'http' ORDER BY a.id, t.key",
-                &[pool.as_str().into()],
+                &[pool.into()],
             )
             .await?;
         let ready = tx
             .query(
                 "SELECT p.app_id, w.http_address FROM placements p JOIN workers w ON w.id = p.worker_id
                  WHERE w.pool = $1 AND w.state <> 'lost' AND p.ready_revision IS NOT NULL ORDER BY w.id",
-                &[pool.as_str().into()],
+                &[pool.into()],
             )
             .await?;
         let assigned = tx
@@ -488,11 +498,11 @@ impl Metadata {
                 route
             })
             .collect();
-        Ok(pb::AssignmentFeed {
+        Ok(Some(pb::AssignmentFeed {
             generation,
             assignments,
             routes,
-        })
+        }))
     }
 }
 

@@ -12,7 +12,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::metadata::{Cluster, PlacementChanges, Replicas, WorkerSlot, WorkerState};
+use crate::metadata::{Cluster, PlacementChanges, WorkerSlot, WorkerState};
 
 pub fn plan(cluster: &Cluster) -> PlacementChanges {
     let workers: HashMap<&str, &WorkerSlot> =
@@ -62,10 +62,7 @@ pub fn plan(cluster: &Cluster) -> PlacementChanges {
                 }
             }
         }
-        let want = match app.replicas {
-            Replicas::All => pool_up.len(),
-            Replicas::Count(n) => pool_up.len().min(n as usize),
-        };
+        let want = app.replicas.wanted(pool_up.len());
         if on_up.len() > want {
             // Keep the ready ones on the least loaded workers.
             on_up.sort_by_key(|(w, ready)| (!*ready, load.get(w).copied().unwrap_or(0), *w));
@@ -141,7 +138,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::metadata::{AppSlot, Placement};
+    use crate::metadata::{AppSlot, Placement, Replicas};
 
     fn worker(id: &str, zone: &str, state: WorkerState) -> WorkerSlot {
         WorkerSlot {

@@ -63,6 +63,7 @@ pub struct Assignments {
     routes: Arc<Routes>,
     providers: Arc<Providers>,
     components: Components,
+    reporter: Reporter,
     /// Where embedded providers keep their files.
     providers_dir: PathBuf,
     /// The last feed, kept across restarts.
@@ -71,32 +72,30 @@ pub struct Assignments {
     own_address: String,
     worker_id: String,
     state: Mutex<State>,
-    reporter: Mutex<Option<Reporter>>,
+}
+
+/// Where a worker's assignments run and whom they are reported to.
+pub struct Setup {
+    pub runtime: Runtime,
+    pub routes: Arc<Routes>,
+    pub providers: Arc<Providers>,
+    pub components: Components,
+    pub reporter: Reporter,
 }
 
 impl Assignments {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        runtime: Runtime,
-        routes: Arc<Routes>,
-        providers: Arc<Providers>,
-        components: Components,
-        providers_dir: PathBuf,
-        state_dir: PathBuf,
-        own_address: String,
-        worker_id: String,
-    ) -> Arc<Self> {
+    pub fn new(setup: Setup, config: &super::AgentConfig) -> Arc<Self> {
         Arc::new(Self {
-            runtime,
-            routes,
-            providers,
-            components,
-            providers_dir,
-            state_file: state_dir.join("assignments.pb"),
-            own_address,
-            worker_id,
+            runtime: setup.runtime,
+            routes: setup.routes,
+            providers: setup.providers,
+            components: setup.components,
+            reporter: setup.reporter,
+            providers_dir: config.providers_dir.clone(),
+            state_file: config.state_dir.join("assignments.pb"),
+            own_address: config.http_address.clone(),
+            worker_id: config.worker_id.clone(),
             state: Mutex::default(),
-            reporter: Mutex::default(),
         })
     }
 
@@ -104,26 +103,15 @@ impl Assignments {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn set_reporter(&self, reporter: Option<Reporter>) {
-        *self.reporter.lock().unwrap_or_else(|p| p.into_inner()) = reporter;
-    }
-
     fn report(&self, a: &pb::Assignment, state: pb::AssignmentState, message: String) {
-        let reporter = self
-            .reporter
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        if let Some(report) = reporter {
-            report(pb::StatusReport {
-                worker_id: self.worker_id.clone(),
-                tenant: a.tenant.clone(),
-                app: a.app.clone(),
-                revision: a.revision,
-                state: state as i32,
-                message,
-            });
-        }
+        (self.reporter)(pb::StatusReport {
+            worker_id: self.worker_id.clone(),
+            tenant: a.tenant.clone(),
+            app: a.app.clone(),
+            revision: a.revision,
+            state: state as i32,
+            message,
+        });
     }
 
     /// The generation of the last feed applied (0: none).
@@ -359,51 +347,40 @@ impl Assignments {
         // Built and installed under the state lock, so two loads finishing together can
         // never install their snapshots in the wrong order.
         let state = self.state();
-        {
-            let mut entries: Vec<Entry> = Vec::with_capacity(state.feed.routes.len());
-            let mut seen = std::collections::HashSet::new();
-            for r in &state.feed.routes {
-                let o = owner(&r.tenant, &r.app);
-                let backend = match state.loaded.get(&o) {
-                    Some(l) => Backend::Local(l.app.clone()),
-                    None => {
-                        let peers: Vec<String> = r
-                            .ready_peers
-                            .iter()
-                            .filter(|p| **p != self.own_address)
-                            .cloned()
-                            .collect();
-                        if peers.is_empty() {
-                            Backend::Unavailable
-                        } else {
-                            Backend::Peers(peers.into())
-                        }
-                    }
-                };
-                let prefixes = match state.loaded.get(&o) {
-                    Some(l) => l.routes.clone(),
-                    None => r.routes.clone(),
-                };
-                seen.insert(o.clone());
+        let mut entries: Vec<Entry> = Vec::with_capacity(state.feed.routes.len());
+        let mut seen = std::collections::HashSet::new();
+        for r in &state.feed.routes {
+            let o = owner(&r.tenant, &r.app);
+            let (backend, prefixes) = match state.loaded.get(&o) {
+                Some(l) => (Backend::Local(l.app.clone()), l.routes.clone()),
+                None => {
+                    let peers: Vec<String> = r
+                        .ready_peers
+                        .iter()
+                        .filter(|p| **p != self.own_address)
+                        .cloned()
+                        .collect();
+                    let backend = if peers.is_empty() {
+                        Backend::Unavailable
+                    } else {
+                        Backend::Peers(peers.into())
+                    };
+                    (backend, r.routes.clone())
+                }
+            };
+            seen.insert(o);
+            entries.push(Entry { prefixes, backend });
+        }
+        // Loaded apps the pool table does not list yet still answer locally.
+        for (o, l) in &state.loaded {
+            if !seen.contains(o) {
                 entries.push(Entry {
-                    owner: o,
-                    prefixes,
-                    backend,
+                    prefixes: l.routes.clone(),
+                    backend: Backend::Local(l.app.clone()),
                 });
             }
-            // Loaded apps the pool table does not list yet still answer locally.
-            for (o, l) in &state.loaded {
-                if !seen.contains(o) {
-                    entries.push(Entry {
-                        owner: o.clone(),
-                        prefixes: l.routes.clone(),
-                        backend: Backend::Local(l.app.clone()),
-                    });
-                }
-            }
-            self.routes.replace(entries);
         }
-        drop(state);
+        self.routes.replace(entries);
     }
 
     fn persist(&self, feed: &pb::AssignmentFeed) -> std::io::Result<()> {

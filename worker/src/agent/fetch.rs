@@ -3,7 +3,7 @@
 //! is kept or compiled.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use sha2::Digest as _;
 
@@ -13,24 +13,15 @@ pub trait Source: Send + Sync {
     async fn fetch(&self, digest: &str) -> anyhow::Result<Vec<u8>>;
 }
 
-/// Cheap to clone; clones share the source.
-#[derive(Clone)]
 pub struct Components {
     dir: PathBuf,
-    source: Arc<Mutex<Option<Arc<dyn Source>>>>,
+    source: Arc<dyn Source>,
 }
 
 impl Components {
-    pub fn new(dir: PathBuf) -> std::io::Result<Self> {
+    pub fn new(dir: PathBuf, source: Arc<dyn Source>) -> std::io::Result<Self> {
         std::fs::create_dir_all(&dir)?;
-        Ok(Self {
-            dir,
-            source: Arc::default(),
-        })
-    }
-
-    pub fn set_source(&self, source: Arc<dyn Source>) {
-        *self.source.lock().unwrap_or_else(|p| p.into_inner()) = Some(source);
+        Ok(Self { dir, source })
     }
 
     /// The bytes whose SHA-256 is `digest` (lowercase hex).
@@ -46,15 +37,7 @@ impl Components {
             }
             tracing::warn!(path = %path.display(), "local component copy is corrupt; fetching it again");
         }
-        let source = self
-            .source
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-            .ok_or_else(|| {
-                anyhow::anyhow!("no local copy, and the control plane is not connected")
-            })?;
-        let bytes = source.fetch(digest).await?;
+        let bytes = self.source.fetch(digest).await?;
         let actual = hex::encode(sha2::Sha256::digest(&bytes));
         anyhow::ensure!(
             actual == digest,
@@ -85,17 +68,16 @@ mod tests {
     #[tokio::test]
     async fn fetched_bytes_must_match_their_digest() {
         let dir = tempfile::tempdir().unwrap();
-        let components = Components::new(dir.path().to_path_buf()).unwrap();
+        let from = |bytes: &[u8]| {
+            Components::new(dir.path().to_path_buf(), Arc::new(Fixed(bytes.to_vec()))).unwrap()
+        };
         let good = b"component".to_vec();
         let digest = hex::encode(sha2::Sha256::digest(&good));
-        components.set_source(Arc::new(Fixed(b"tampered".to_vec())));
-        let refused = components.get(&digest).await.unwrap_err();
+        let refused = from(b"tampered").get(&digest).await.unwrap_err();
         assert!(refused.to_string().contains("hashing to"), "{refused}");
         assert!(!dir.path().join(format!("{digest}.wasm")).exists());
-        components.set_source(Arc::new(Fixed(good.clone())));
-        assert_eq!(components.get(&digest).await.unwrap(), good);
-        // Kept: a later get needs no source.
-        components.set_source(Arc::new(Fixed(Vec::new())));
-        assert_eq!(components.get(&digest).await.unwrap(), good);
+        assert_eq!(from(&good).get(&digest).await.unwrap(), good);
+        // Kept: a later get no longer asks the source.
+        assert_eq!(from(b"").get(&digest).await.unwrap(), good);
     }
 }

@@ -17,7 +17,7 @@ use stratus_proto::pb::worker_control_client::WorkerControlClient;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
-use self::assignments::Assignments;
+use self::assignments::{Assignments, Reporter, Setup};
 use self::fetch::{Components, Source};
 use crate::capabilities::Providers;
 use crate::runtime::Runtime;
@@ -126,38 +126,36 @@ impl Agent {
         // A pool's whole routing table travels in one feed message.
         let client = WorkerControlClient::with_interceptor(endpoint.connect_lazy(), bearer)
             .max_decoding_message_size(MAX_FEED_BYTES);
-        let components = Components::new(config.state_dir.join("components"))
-            .context("creating the component directory")?;
-        components.set_source(Arc::new(ControlPlaneSource(client.clone())));
-        let assignments = Assignments::new(
-            runtime,
-            routes,
-            providers,
-            components,
-            config.providers_dir.clone(),
-            config.state_dir.clone(),
-            config.http_address.clone(),
-            config.worker_id.clone(),
-        );
+        let components = Components::new(
+            config.state_dir.join("components"),
+            Arc::new(ControlPlaneSource(client.clone())),
+        )
+        .context("creating the component directory")?;
         let reporter_client = client.clone();
-        assignments.set_reporter(Some(Arc::new(move |report: pb::StatusReport| {
+        let reporter: Reporter = Arc::new(move |report: pb::StatusReport| {
             let mut client = reporter_client.clone();
             tokio::spawn(async move {
                 if let Err(e) = client.report_status(report).await {
                     tracing::debug!(error = %e, "status report not delivered");
                 }
             });
-        })));
+        });
+        let assignments = Assignments::new(
+            Setup {
+                runtime,
+                routes,
+                providers,
+                components,
+                reporter,
+            },
+            &config,
+        );
         Ok(Self {
             config,
             client,
             assignments,
             interval: Arc::new(AtomicU64::new(1000)),
         })
-    }
-
-    pub fn assignments(&self) -> &Arc<Assignments> {
-        &self.assignments
     }
 
     /// Loads the assignments kept by the previous run, so the worker serves them before
@@ -203,12 +201,17 @@ impl Agent {
     async fn follow(&self, register_first: bool) {
         let mut backoff = Backoff::default();
         loop {
+            let started = tokio::time::Instant::now();
             match self.follow_once(register_first).await {
                 Ok(()) => tracing::warn!("the control plane ended the assignment stream"),
                 Err(e) => tracing::warn!(
                     error = %format!("{e:#}"),
                     "control plane unreachable; serving the last assignments"
                 ),
+            }
+            // A connection that held for a while starts the backoff over.
+            if started.elapsed() > Duration::from_secs(10) {
+                backoff = Backoff::default();
             }
             tokio::time::sleep(backoff.next()).await;
         }
@@ -328,7 +331,8 @@ async fn heartbeat(
     }
 }
 
-/// Exponential backoff from 100 ms to 2 s with jitter.
+/// Exponential backoff: about 100 ms at first, doubling to 1 s, each with up to 100 ms
+/// of jitter so a pool's workers do not reconnect in step.
 #[derive(Default)]
 struct Backoff {
     attempt: u32,

@@ -92,26 +92,26 @@ impl Forwarder {
         parts
             .headers
             .insert(FORWARDED_HEADER, http::HeaderValue::from_static("1"));
-        let replayable = http_body::Body::is_end_stream(&body) && is_idempotent(&parts.method);
-        let mut pending = Some(hyper::Request::from_parts(
-            parts.clone(),
-            body.boxed_unsync(),
-        ));
+        // A bodiless idempotent request can be sent again after any failure: keep its
+        // head for that (the common GET pays one header-map copy, nothing else does).
+        let replay = (http_body::Body::is_end_stream(&body) && is_idempotent(&parts.method))
+            .then(|| parts.clone());
+        let mut pending = Some(hyper::Request::from_parts(parts, body.boxed_unsync()));
         let start = self.inner.next.fetch_add(1, Ordering::Relaxed);
         let mut last_error = String::from("no peer");
         for i in 0..peers.len() {
             let Some(peer) = peers.get((start + i) % peers.len()) else {
                 break;
             };
-            let req = match pending.take() {
-                Some(req) => req,
-                None if replayable => hyper::Request::from_parts(
-                    parts.clone(),
+            let req = match (pending.take(), &replay) {
+                (Some(req), _) => req,
+                (None, Some(head)) => hyper::Request::from_parts(
+                    head.clone(),
                     Empty::<Bytes>::new()
                         .map_err(|never| match never {})
                         .boxed_unsync(),
                 ),
-                None => break,
+                (None, None) => break,
             };
             match self.send(peer, req).await {
                 Ok(resp) => {

@@ -19,16 +19,13 @@ pub enum Backend {
     Unavailable,
 }
 
-#[derive(Clone)]
 struct Route {
     prefix: String,
-    owner: String,
     backend: Backend,
 }
 
-/// One app's entry: its owner key (`tenant/app`), routes and backend.
+/// One app's entry: its routes and what serves them.
 pub struct Entry {
-    pub owner: String,
     pub prefixes: Vec<String>,
     pub backend: Backend,
 }
@@ -41,27 +38,22 @@ pub struct Routes {
 }
 
 impl Routes {
-    /// Points `prefixes` at `app`, replacing whatever `owner` (e.g. `tenant/app`) served.
-    pub fn set(&self, owner: &str, prefixes: &[String], app: Arc<App>) {
-        self.update(|routes| {
-            routes.retain(|r| r.owner != owner);
-            routes.extend(routes_of(owner, prefixes, &Backend::Local(app)));
-        });
-    }
-
     /// Replaces the whole table at once, so no request sees half of a new pool state.
     pub fn replace(&self, entries: Vec<Entry>) {
-        let next = entries
+        let next: Vec<Route> = entries
             .iter()
-            .flat_map(|e| routes_of(&e.owner, &e.prefixes, &e.backend))
+            .flat_map(|e| {
+                e.prefixes.iter().map(|p| Route {
+                    prefix: normalize_route(p),
+                    backend: e.backend.clone(),
+                })
+            })
             .collect();
-        let mut guard = self.write();
-        *guard = Arc::new(next);
-    }
-
-    /// Stops routing to whatever `owner` served.
-    pub fn remove(&self, owner: &str) {
-        self.update(|routes| routes.retain(|r| r.owner != owner));
+        let mut table = match self.table.write() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *table = Arc::new(next);
     }
 
     /// What serves the longest route prefix of `path` at a segment boundary.
@@ -73,46 +65,12 @@ impl Routes {
             .map(|r| r.backend.clone())
     }
 
-    /// `(owner, prefix)` pairs, for status pages and tests.
-    pub fn list(&self) -> Vec<(String, String)> {
-        self.snapshot()
-            .iter()
-            .map(|r| (r.owner.clone(), r.prefix.clone()))
-            .collect()
-    }
-
     fn snapshot(&self) -> Arc<Vec<Route>> {
         match self.table.read() {
             Ok(t) => t.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
     }
-
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Arc<Vec<Route>>> {
-        match self.table.write() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        }
-    }
-
-    fn update(&self, f: impl FnOnce(&mut Vec<Route>)) {
-        let mut guard = self.write();
-        let mut next: Vec<Route> = guard.as_ref().clone();
-        f(&mut next);
-        *guard = Arc::new(next);
-    }
-}
-
-fn routes_of<'a>(
-    owner: &'a str,
-    prefixes: &'a [String],
-    backend: &'a Backend,
-) -> impl Iterator<Item = Route> + 'a {
-    prefixes.iter().map(move |p| Route {
-        prefix: normalize_route(p),
-        owner: owner.to_string(),
-        backend: backend.clone(),
-    })
 }
 
 /// `/api/` and `/api` are the same route; a route the control plane already checked
@@ -131,12 +89,10 @@ mod tests {
         let peers = |p: &str| Backend::Peers(Arc::from(vec![p.to_string()]));
         routes.replace(vec![
             Entry {
-                owner: "t/a".into(),
                 prefixes: vec!["/a/".into()],
                 backend: peers("w1"),
             },
             Entry {
-                owner: "t/b".into(),
                 prefixes: vec!["/a/b".into()],
                 backend: Backend::Unavailable,
             },
