@@ -104,6 +104,8 @@ async fn scheduler() -> anyhow::Result<Vec<(String, String, String)>> {
         auth: auth(),
         grpc: Default::default(),
         scheduler: Default::default(),
+        tenancy: Default::default(),
+        collector: Default::default(),
     };
     let cp = ControlPlane::open(&config).await?;
     let state = cp.state.clone();

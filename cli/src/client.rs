@@ -163,12 +163,15 @@ async fn decode<T: DeserializeOwned>(resp: reqwest::Response) -> anyhow::Result<
         .as_str()
         .map(str::to_string)
         .unwrap_or_else(|| text.trim().to_string());
-    let hint = match status.as_u16() {
-        401 => {
+    let hint = match (status.as_u16(), code.as_str()) {
+        (401, _) => {
             "\nhint: your token is missing, expired or not accepted here; run `fnctl login` again"
         }
-        403 => "\nhint: ask an admin of your tenant for a token with a higher role",
-        413 => "\nhint: the control plane's `max_upload_bytes` sets the limit",
+        (403, "binding_not_allowed") => {
+            "\nhint: bind a backend your operator offers (`kv=redis`, `kv=redis:backend=NAME`), or ask them to allow your endpoint"
+        }
+        (403, _) => "\nhint: ask an admin of your tenant for a token with a higher role",
+        (413, _) => "\nhint: the control plane's `max_upload_bytes` sets the limit",
         _ => "",
     };
     Err(ApiError {

@@ -15,6 +15,7 @@ use stratus_control_plane::config::{
     ArtifactsConfig, Config, GrpcConfig, MetadataConfig, SchedulerConfig,
 };
 use stratus_control_plane::server::ControlPlane;
+use stratus_control_plane::tenancy::TenancyConfig;
 use stratus_worker::agent::{Agent, AgentConfig};
 use stratus_worker::capabilities::Providers;
 use stratus_worker::runtime::Runtime;
@@ -115,6 +116,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             ..GrpcConfig::default()
         },
         scheduler: SchedulerConfig::default(),
+        collector: Default::default(),
+        // One trusted user: bindings name endpoints directly, as `fnctl dev`'s do.
+        tenancy: TenancyConfig {
+            direct_bindings: true,
+            memory_max_mb: stratus_proto::providers::MEMORY_DEFAULT_CAPACITY >> 20,
+            ..TenancyConfig::default()
+        },
     };
     anyhow::ensure!(
         (1..=16).contains(&args.workers),
@@ -162,11 +170,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             .mint_worker("fnctl-up", "default", Duration::from_secs(365 * 86400))?;
     // The workers talk to the control plane over loopback gRPC, exactly as remote ones
     // do; they share one runtime and one set of providers (an embedded store can be
-    // opened once per process). Each serves what it ran last before the first line
-    // announces the platform, as after a restart.
+    // opened once per process). Everything listens at once; the first line announces
+    // the platform once each worker has loaded what it ran last, each app on its own.
     let runtime = Runtime::new(args.limits.runtime_config(data_dir.join("cache")))?;
     let providers = Arc::new(Providers::default());
     let mut agents = Vec::new();
+    let mut restores = Vec::new();
     for (i, (listener, addr)) in app_listeners.into_iter().zip(&apps_addrs).enumerate() {
         let routes = Arc::new(Routes::default());
         let agent = Agent::new(
@@ -188,20 +197,77 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             routes.clone(),
             providers.clone(),
         )?;
-        agent.restore().await;
+        restores.push(agent.restore());
         agents.push((agent, routes, listener));
     }
-    let creds = Credentials {
-        endpoint: format!("http://{api_addr}"),
-        token,
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let stop = Arc::new(stop);
+    {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            crate::dev::shutdown_signal().await;
+            let _ = stop.send(true);
+        });
+    }
+    let announced = async move {
+        futures::future::join_all(restores).await;
+        let urls: Vec<String> = apps_addrs.iter().map(|a| format!("http://{a}")).collect();
+        let login = Credentials {
+            endpoint: format!("http://{api_addr}"),
+            token,
+        };
+        let result = announce(&login, &data_dir, &urls, grpc_addr);
+        if result.is_err() {
+            let _ = stop.send(true);
+        }
+        result
     };
+    let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stopped| *stopped).await;
+    };
+    let timeout = args.limits.timeout();
+    let mut workers = Vec::new();
+    for (agent, routes, listener) in agents {
+        let serve = stratus_worker::trigger::http::serve(
+            listener,
+            Target::Routes(routes, Forwarder::new(timeout + Duration::from_secs(5))),
+            timeout,
+            until_stopped(stopped.clone()),
+        );
+        let run = agent.run(until_stopped(stopped.clone()));
+        workers.push(async move {
+            let (served, ran) = tokio::join!(serve, run);
+            served.context("serving apps")?;
+            ran
+        });
+    }
+    let (cp_result, worker_results, announced) = tokio::join!(
+        cp.serve(api, grpc, until_stopped(stopped.clone())),
+        futures::future::join_all(workers),
+        announced,
+    );
+    announced?;
+    cp_result?;
+    for r in worker_results {
+        r?;
+    }
+    Ok(())
+}
+
+/// Saves this platform's login and says where everything is.
+fn announce(
+    creds: &Credentials,
+    data_dir: &std::path::Path,
+    urls: &[String],
+    grpc_addr: std::net::SocketAddr,
+) -> anyhow::Result<()> {
     // This platform's own login, always, in its data directory: scripts use it, and so
     // does a user whose saved login is a remote one.
     let own_login = std::path::absolute(data_dir.join("login"))?;
     creds.save_in(&own_login)?;
-    let urls: Vec<String> = apps_addrs.iter().map(|a| format!("http://{a}")).collect();
     println!(
-        "Stratus is up: API on http://{api_addr}, apps on {} (worker API on {grpc_addr})",
+        "Stratus is up: API on {}, apps on {} (worker API on {grpc_addr})",
+        creds.endpoint,
         urls.join(", ")
     );
     // Never replace a login to a remote control plane with this local one.
@@ -222,38 +288,5 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         }
     }
     println!("Next: fnctl deploy app.wasm --app NAME --route /NAME");
-
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        crate::dev::shutdown_signal().await;
-        let _ = stop.send(true);
-    });
-    let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stopped| *stopped).await;
-    };
-    let timeout = args.limits.timeout();
-    let mut workers = Vec::new();
-    for (agent, routes, listener) in agents {
-        let serve = stratus_worker::trigger::http::serve(
-            listener,
-            Target::Routes(routes, Forwarder::new(timeout + Duration::from_secs(5))),
-            timeout,
-            until_stopped(stopped.clone()),
-        );
-        let run = agent.run(until_stopped(stopped.clone()));
-        workers.push(async move {
-            let (served, ran) = tokio::join!(serve, run);
-            served.context("serving apps")?;
-            ran
-        });
-    }
-    let (cp_result, worker_results) = tokio::join!(
-        cp.serve(api, grpc, until_stopped(stopped.clone())),
-        futures::future::join_all(workers),
-    );
-    cp_result?;
-    for r in worker_results {
-        r?;
-    }
     Ok(())
 }

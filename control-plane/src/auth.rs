@@ -109,6 +109,14 @@ pub struct AuthConfig {
     pub signing_kid: Option<String>,
 }
 
+/// The token of an `Authorization: Bearer <token>` value. Auth schemes are
+/// case-insensitive (RFC 9110), so `bearer` and `BEARER` work too.
+pub fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AuthError {
     #[error("missing bearer token: send `Authorization: Bearer <token>`")]

@@ -30,6 +30,10 @@ pub struct Config {
     pub grpc: GrpcConfig,
     #[serde(default)]
     pub scheduler: SchedulerConfig,
+    #[serde(default)]
+    pub tenancy: crate::tenancy::TenancyConfig,
+    #[serde(default)]
+    pub collector: crate::collector::CollectorConfig,
 }
 
 /// The listener workers dial.

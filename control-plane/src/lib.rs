@@ -4,7 +4,9 @@
 //!   (Postgres or embedded SQLite).
 //! - [`artifacts`]: content-addressed component bytes (S3 or the local filesystem).
 //! - [`api`]: the axum routes, errors and extractors; [`auth`]: JWT verification.
+//! - [`collector`]: deleting components no version references, after a grace period.
 //! - [`inspect`]: reading a component's imports and exports without compiling it.
+//! - [`tenancy`]: what tenants' bindings may reach (backends, endpoints, secrets).
 //! - [`grpc`]: the worker API; [`scheduler`]: placing apps on workers, on one replica
 //!   at a time.
 
@@ -22,6 +24,7 @@
 pub mod api;
 pub mod artifacts;
 pub mod auth;
+pub mod collector;
 pub mod config;
 pub mod grpc;
 pub mod inspect;
@@ -30,4 +33,5 @@ pub mod names;
 pub mod nudge;
 pub mod scheduler;
 pub mod server;
+pub mod tenancy;
 pub mod upload;

@@ -13,11 +13,13 @@ use crate::grpc::{FeedHub, WorkerApi};
 use crate::metadata::{Database, EmbeddedDb, Metadata, PostgresDb};
 use crate::nudge::Nudge;
 use crate::scheduler::Scheduler;
+use crate::tenancy::Policy;
 
 pub struct ControlPlane {
     pub state: Arc<ApiState>,
     grpc: GrpcConfig,
     scheduler: SchedulerConfig,
+    collector: crate::collector::CollectorConfig,
 }
 
 impl ControlPlane {
@@ -43,6 +45,10 @@ impl ControlPlane {
             ),
         };
         let auth = Arc::new(Auth::new(&config.auth).context("loading auth keys")?);
+        let policy = Arc::new(
+            Policy::new(config.tenancy.clone(), &config.data_dir)
+                .context("loading the tenancy policy")?,
+        );
         // Uploads staged by a process that died mid-request are never resumed.
         let staging_dir = config.data_dir.join("staging");
         if let Err(e) = std::fs::remove_dir_all(&staging_dir)
@@ -55,12 +61,14 @@ impl ControlPlane {
                 metadata,
                 artifacts,
                 auth,
+                policy,
                 max_upload_bytes: config.max_upload_bytes,
                 staging_dir,
                 nudge: Nudge::default(),
             }),
             grpc: config.grpc.clone(),
             scheduler: config.scheduler.clone(),
+            collector: config.collector.clone(),
         })
     }
 
@@ -95,6 +103,7 @@ impl ControlPlane {
             metadata: state.metadata.clone(),
             artifacts: state.artifacts.clone(),
             auth: state.auth.clone(),
+            policy: state.policy.clone(),
             hub: hub.clone(),
             nudge: state.nudge.clone(),
             scheduler: self.scheduler.clone(),
@@ -127,11 +136,17 @@ impl ControlPlane {
             self.scheduler.clone(),
             state.nudge.clone(),
         );
-        let (api_result, grpc_result, (), ()) = tokio::join!(
+        let (api_result, grpc_result, (), (), ()) = tokio::join!(
             api_server,
             grpc_server,
             hub.run(state.metadata.clone(), state.nudge.clone(), until()),
             scheduler.run(until()),
+            crate::collector::run(
+                state.metadata.clone(),
+                state.artifacts.clone(),
+                self.collector.clone(),
+                until(),
+            ),
         );
         api_result.context("serving the API")?;
         grpc_result.context("serving the worker API")?;

@@ -140,6 +140,8 @@ impl Env {
             },
             grpc: Default::default(),
             scheduler: Default::default(),
+            tenancy: Default::default(),
+            collector: Default::default(),
         }
     }
 
@@ -542,8 +544,8 @@ async fn bad_uploads_are_refused_and_store_nothing(backend: &'static str) {
             "host-path",
             wasm("counter"),
             Some(json!({"bindings": ["kv=embedded:path=/etc/x", "config.a=b"]})),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_binding",
+            StatusCode::FORBIDDEN,
+            "binding_not_allowed",
         ),
         (
             ".hidden",

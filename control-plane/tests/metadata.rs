@@ -308,6 +308,51 @@ async fn routes_are_unique_across_apps_and_tenants(backend: &str) {
     store.update_app("t2", "b", routes(&["/a"])).await.unwrap();
 }
 
+/// Two tenants claiming overlapping routes at the same moment: at most one wins, every
+/// round (before the route space was locked, both often won).
+async fn concurrent_route_claims_never_overlap(backend: &str) {
+    let (store, _g) = open(backend).await;
+    let store = Arc::new(store);
+    for round in 0..50 {
+        let (a, b) = (format!("a{round}"), format!("b{round}"));
+        // In different pools: changes within one pool are serialized by its
+        // generation row anyway; routes are one space across pools.
+        for (tenant, app, pool) in [("t1", &a, "p1"), ("t2", &b, "p2")] {
+            store.create_app(tenant, app).await.unwrap();
+            let change = AppChange {
+                pool: Some(pool.into()),
+                ..AppChange::default()
+            };
+            store.update_app(tenant, app, change).await.unwrap();
+        }
+        let start = Arc::new(tokio::sync::Barrier::new(2));
+        let claim = |tenant: &'static str, app: String, route: String| {
+            let store = store.clone();
+            let start = start.clone();
+            tokio::spawn(async move {
+                let change = AppChange {
+                    routes: Some(vec![route]),
+                    ..AppChange::default()
+                };
+                start.wait().await;
+                store.update_app(tenant, &app, change).await
+            })
+        };
+        let first = claim("t1", a, format!("/store{round}"));
+        let second = claim("t2", b, format!("/store{round}/checkout"));
+        let (first, second) = (first.await.unwrap(), second.await.unwrap());
+        assert!(
+            first.is_err() || second.is_err(),
+            "round {round}: both overlapping routes were accepted"
+        );
+        for outcome in [first, second] {
+            if let Err(e) = outcome {
+                assert!(matches!(e, MetadataError::Conflict(_)), "{e:?}");
+            }
+        }
+    }
+}
+
 async fn first_deploys_of_one_app_race_safely(backend: &str) {
     let (store, _g) = open(backend).await;
     let mut tasks = Vec::new();
@@ -442,6 +487,7 @@ suite!(
     delete_removes_everything_of_the_app,
     concurrent_deploys_get_distinct_versions,
     first_deploys_of_one_app_race_safely,
+    concurrent_route_claims_never_overlap,
 );
 
 /// Replicas starting together on an empty schema all succeed and migrate it once.

@@ -115,6 +115,10 @@ pub enum BindingError {
     ConfigWithoutKey(String),
     #[error("binding `{0}` names no provider after `=`")]
     EmptyProvider(String),
+    #[error("binding `{0}` has an empty name after `.`; write KIND=… or KIND.NAME=…")]
+    EmptyName(String),
+    #[error("provider option `{0}` is given twice")]
+    RepeatedOption(String),
     #[error("provider option `{0}` is not OPT=VAL")]
     MalformedOption(String),
     #[error("unknown {kind} provider `{provider}`; known providers: {known}")]
@@ -143,6 +147,7 @@ impl FromStr for Binding {
             .split_once('=')
             .ok_or_else(|| BindingError::MissingEquals(s.to_string()))?;
         let (kind, name) = match lhs.split_once('.') {
+            Some((_, "")) => return Err(BindingError::EmptyName(s.to_string())),
             Some((kind, name)) => (kind, Some(name)),
             None => (lhs, None),
         };
@@ -184,7 +189,9 @@ impl FromStr for ProviderSpec {
                 .split_once('=')
                 .filter(|(k, _)| !k.is_empty())
                 .ok_or_else(|| BindingError::MalformedOption(opt.to_string()))?;
-            options.insert(k.to_string(), v.to_string());
+            if options.insert(k.to_string(), v.to_string()).is_some() {
+                return Err(BindingError::RepeatedOption(k.to_string()));
+            }
         }
         Ok(ProviderSpec {
             provider: provider.to_string(),
@@ -291,6 +298,18 @@ mod tests {
             "kv=".parse::<Binding>(),
             Err(BindingError::EmptyProvider(_))
         ));
+        assert!(matches!(
+            "kv.=memory".parse::<Binding>(),
+            Err(BindingError::EmptyName(_))
+        ));
+        assert!(matches!(
+            "config.=x".parse::<Binding>(),
+            Err(BindingError::EmptyName(_))
+        ));
+        assert_eq!(
+            "kv=memory:max_mb=1,max_mb=2".parse::<Binding>(),
+            Err(BindingError::RepeatedOption("max_mb".into()))
+        );
     }
 
     #[test]

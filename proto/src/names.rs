@@ -11,36 +11,55 @@ pub enum NameError {
     #[error("invalid tenant id `{0}`: use 1-64 characters from a-z 0-9 - _")]
     Tenant(String),
     #[error(
-        "invalid route `{0}`: a route is a path starting with `/`, up to 256 characters, without spaces, `?` or `#`"
+        "invalid route `{0}`: a route is an ASCII path starting with `/`, up to 256 characters, without spaces, `?`, `#`, `\\`, empty, `.` or `..` segments, or encoded `.`, `/` or `\\`"
     )]
     Route(String),
     #[error("invalid pool name `{0}`: use 1-64 characters from a-z 0-9 - _")]
     Pool(String),
 }
 
+/// The longest app name.
+pub const MAX_APP_NAME: usize = 128;
+/// The longest tenant id (and pool name).
+pub const MAX_TENANT: usize = 64;
+/// The longest name a worker runs an app under: `TENANT.APP` (see [`app_namespace`]).
+pub const MAX_NAMESPACE: usize = MAX_TENANT + 1 + MAX_APP_NAME;
+
 /// App names become the first segment of every key-value namespace (`APP/BUCKET`), so
 /// they must never contain `/`: otherwise app `a` opening bucket `b/c` would reach app
 /// `a/b`'s bucket `c`.
 pub fn check_app_name(name: &str) -> Result<(), NameError> {
-    // Starting with a letter or digit rules out `.` and `..`, which URLs would resolve.
-    let valid = name
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphanumeric())
-        && name.len() <= 128
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if valid {
+    if app_like(name, MAX_APP_NAME) {
         Ok(())
     } else {
         Err(NameError::App(name.to_string()))
     }
 }
 
+/// The name a runtime loads an app under: an app name, or a deployed app's
+/// `TENANT.APP`. Every name the API accepts passes, so a deployed app is always served.
+pub fn check_namespace(name: &str) -> Result<(), NameError> {
+    if app_like(name, MAX_NAMESPACE) {
+        Ok(())
+    } else {
+        Err(NameError::App(name.to_string()))
+    }
+}
+
+fn app_like(name: &str, max: usize) -> bool {
+    // Starting with a letter or digit rules out `.` and `..`, which URLs would resolve.
+    name.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name.len() <= max
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
 fn plain(s: &str) -> bool {
     !s.is_empty()
-        && s.len() <= 64
+        && s.len() <= MAX_TENANT
         && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
@@ -65,16 +84,28 @@ pub fn check_pool(pool: &str) -> Result<(), NameError> {
 }
 
 /// Checks a route and normalizes it without a trailing slash (`/` stays `/`).
+///
+/// A route is matched against request paths byte for byte, so anything a client, proxy
+/// or browser could resolve differently is refused rather than stored: dot segments,
+/// empty segments, backslashes, percent-encoded `.`, `/` or `\`, and anything outside
+/// printable ASCII (which also rules out bidirectional controls and look-alikes).
 pub fn normalize_route(route: &str) -> Result<String, NameError> {
-    let ok = route.starts_with('/')
-        && route.len() <= 256
-        && !route
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '?' | '#'));
-    if !ok {
-        return Err(NameError::Route(route.to_string()));
+    let bad = || NameError::Route(route.to_string());
+    let printable = route
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && !matches!(b, b'?' | b'#' | b'\\'));
+    if !route.starts_with('/') || route.len() > 256 || !printable {
+        return Err(bad());
+    }
+    let lower = route.to_ascii_lowercase();
+    if ["%2e", "%2f", "%5c"].iter().any(|enc| lower.contains(enc)) {
+        return Err(bad());
     }
     let trimmed = route.trim_end_matches('/');
+    let mut segments = trimmed.split('/').skip(1);
+    if segments.any(|s| s.is_empty() || s == "." || s == "..") {
+        return Err(bad());
+    }
     Ok(if trimmed.is_empty() {
         "/".into()
     } else {
@@ -115,7 +146,24 @@ mod tests {
         }
         assert_eq!(normalize_route("/api/").unwrap(), "/api");
         assert_eq!(normalize_route("/").unwrap(), "/");
-        for bad in ["api", "/a b", "/a?x", ""] {
+        assert_eq!(normalize_route("/a-b/c_d.e~f").unwrap(), "/a-b/c_d.e~f");
+        for bad in [
+            "api",
+            "/a b",
+            "/a?x",
+            "",
+            "/a/../admin",
+            "/..",
+            "/a/./b",
+            "/a//b",
+            "//a",
+            "/a\\b",
+            "/%2e%2e/x",
+            "/a%2Fb",
+            "/a%5cb",
+            "/shop\u{202e}",
+            "/caf\u{e9}",
+        ] {
             assert!(normalize_route(bad).is_err(), "{bad:?}");
         }
     }
@@ -148,6 +196,10 @@ mod tests {
         ] {
             assert!(check_app_name(bad).is_err(), "{bad:?}");
         }
+        // The longest tenant with the longest app is still a name a worker runs.
+        let longest = app_namespace(&"t".repeat(MAX_TENANT), &"a".repeat(MAX_APP_NAME));
+        assert!(check_namespace(&longest).is_ok());
+        assert!(check_app_name(&longest).is_err());
     }
 
     #[test]

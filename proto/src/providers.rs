@@ -25,8 +25,64 @@ pub enum KvProvider {
     },
     Redis {
         url: String,
+        /// `password=` (a secret), used instead of any password in the URL.
+        password: Option<String>,
     },
     Dynamo(DynamoConfig),
+}
+
+/// Option names whose values are secrets: stored encrypted, redacted in every read.
+pub const SECRET_OPTIONS: &[&str] = &["password", "secret_access_key"];
+
+/// What a redacted secret reads as.
+pub const REDACTED: &str = "***";
+
+/// Whether `option` of a provider carries a secret: a secret option, or a URL with a
+/// password in it.
+pub fn is_secret(option: &str, value: &str) -> bool {
+    SECRET_OPTIONS.contains(&option) || (option == "url" && url_password(value).is_some())
+}
+
+/// The password in `scheme://user:password@host…`, if any.
+pub fn url_password(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let userinfo = authority.rsplit_once('@')?.0;
+    userinfo.split_once(':').map(|(_, p)| p)
+}
+
+/// The spec as it may be shown (API, CLI, logs): secret values replaced by
+/// [`REDACTED`].
+pub fn redacted(spec: &ProviderSpec) -> ProviderSpec {
+    let mut shown = spec.clone();
+    for (key, value) in shown.options.iter_mut() {
+        if SECRET_OPTIONS.contains(&key.as_str()) {
+            *value = REDACTED.to_string();
+        } else if key == "url" {
+            *value = redacted_url(value);
+        }
+    }
+    shown
+}
+
+/// `url` with any password in it replaced by [`REDACTED`].
+pub fn redacted_url(url: &str) -> String {
+    match url_password(url) {
+        Some(password) => url.replacen(&format!(":{password}@"), &format!(":{REDACTED}@"), 1),
+        None => url.to_string(),
+    }
+}
+
+/// A binding as it may be shown: key-value secrets redacted (config values are
+/// settings, shown as written).
+pub fn redacted_binding(binding: &Binding) -> Binding {
+    match binding {
+        Binding::KeyValue { bucket, provider } => Binding::KeyValue {
+            bucket: bucket.clone(),
+            provider: redacted(provider),
+        },
+        other => other.clone(),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +92,24 @@ pub struct DynamoConfig {
     pub endpoint: Option<String>,
     /// Create the table (on-demand billing) when it does not exist.
     pub create_table: bool,
+    /// Credentials of the binding's own (`access_key_id=`, `secret_access_key=`);
+    /// `None`: the worker's credential chain, which only operator backends may use.
+    pub credentials: Option<StaticCredentials>,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct StaticCredentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+impl std::fmt::Debug for StaticCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StaticCredentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &REDACTED)
+            .finish()
+    }
 }
 
 impl DynamoConfig {
@@ -45,6 +119,19 @@ impl DynamoConfig {
             Some("false") => false,
             Some(_) => return Err(opts.invalid("create_table", "expected true or false")),
         };
+        let credentials = match (opts.take("access_key_id"), opts.take("secret_access_key")) {
+            (None, None) => None,
+            (Some(access_key_id), Some(secret_access_key)) => Some(StaticCredentials {
+                access_key_id,
+                secret_access_key,
+            }),
+            _ => {
+                return Err(opts.invalid(
+                    "access_key_id",
+                    "give both access_key_id and secret_access_key, or neither",
+                ));
+            }
+        };
         Ok(Self {
             table: opts
                 .take("table")
@@ -52,6 +139,7 @@ impl DynamoConfig {
             region: opts.take("region"),
             endpoint: opts.take("endpoint"),
             create_table,
+            credentials,
         })
     }
 }
@@ -59,6 +147,13 @@ impl DynamoConfig {
 impl KvProvider {
     pub fn parse(spec: &ProviderSpec) -> Result<Self, BindingError> {
         let mut opts = spec.clone().into_options();
+        // The control plane replaces a backend by its options before a worker sees it.
+        if let Some(backend) = opts.take("backend") {
+            return Err(opts.invalid(
+                "backend",
+                format!("backend `{backend}` is not offered here (any more)"),
+            ));
+        }
         let provider = match spec.provider.as_str() {
             "memory" => Self::Memory {
                 capacity: match opts.take("max_mb") {
@@ -78,6 +173,7 @@ impl KvProvider {
                 url: opts
                     .take("url")
                     .unwrap_or_else(|| "redis://127.0.0.1:6379".to_string()),
+                password: opts.take("password"),
             },
             "dynamo" | "dynamodb" => Self::Dynamo(DynamoConfig::from_options(&mut opts)?),
             other => {
@@ -95,11 +191,31 @@ impl KvProvider {
 
 /// Checks every binding's provider and options, and that nothing is bound twice.
 pub fn check_bindings(bindings: &[Binding]) -> Result<(), BindingError> {
-    let mut seen = std::collections::HashSet::new();
     for binding in bindings {
         if let Binding::KeyValue { provider, .. } = binding {
             KvProvider::parse(provider)?;
         }
+    }
+    check_unique(bindings)
+}
+
+/// Checks bindings as the control plane stores them: like [`check_bindings`], but a
+/// `backend` option stands for the options the control plane fills in from its config.
+pub fn check_stored(bindings: &[Binding]) -> Result<(), BindingError> {
+    for binding in bindings {
+        if let Binding::KeyValue { provider, .. } = binding {
+            let mut plain = provider.clone();
+            plain.options.remove("backend");
+            KvProvider::parse(&plain)?;
+        }
+    }
+    check_unique(bindings)
+}
+
+/// Checks that nothing is bound twice.
+pub fn check_unique(bindings: &[Binding]) -> Result<(), BindingError> {
+    let mut seen = std::collections::HashSet::new();
+    for binding in bindings {
         if !seen.insert(binding.name()) {
             return Err(BindingError::Duplicate(binding.name()));
         }
@@ -134,6 +250,26 @@ mod tests {
             let refused = parse(&format!("kv=memory:max_mb={bad}")).unwrap_err();
             assert!(refused.to_string().contains("max_mb"), "{refused}");
         }
+    }
+
+    #[test]
+    fn secrets_never_show() {
+        let spec: ProviderSpec = "redis:url=redis://u:hunter2@h:6379/0,password=pw"
+            .parse()
+            .unwrap();
+        let shown = redacted(&spec).to_string();
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("pw"),
+            "{shown}"
+        );
+        assert_eq!(shown, "redis:password=***,url=redis://u:***@h:6379/0");
+        assert!(is_secret("url", "rediss://:p@h"));
+        assert!(!is_secret("url", "redis://h:6379"));
+        assert!(is_secret("secret_access_key", "x"));
+        let dynamo: ProviderSpec = "dynamo:access_key_id=AK,secret_access_key=SK"
+            .parse()
+            .unwrap();
+        assert!(!format!("{:?}", KvProvider::parse(&dynamo).unwrap()).contains("SK"));
     }
 
     #[test]

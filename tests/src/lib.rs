@@ -56,6 +56,15 @@ pub fn wasm(name: &str) -> PathBuf {
     path
 }
 
+/// A port free on loopback right now (another process could take it before use; the
+/// tests bind soon after).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port on loopback")
+}
+
 pub fn redis_url() -> String {
     std::env::var("STRATUS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }

@@ -364,8 +364,15 @@ create_bucket = true
 issuer = "stratus-e2e"
 audience = "stratus"
 keys = [{{ kid = "k1", algorithm = "HS256", secret = "e2e-secret-e2e-secret-e2e-secret-42" }}]
+
+# Tenants bind the operator's table by name; the worker signs with its own keys.
+[tenancy.backends.shop]
+provider = "dynamo"
+options = {{ table = "stratus-e2e-cp", region = "us-east-1", endpoint = "{aws}" }}
+default = true
 "#,
             data = dir.path().join("cp").display(),
+            aws = stratus_tests::aws_endpoint(),
         ),
     )
     .unwrap();
@@ -404,7 +411,7 @@ keys = [{{ kid = "k1", algorithm = "HS256", secret = "e2e-secret-e2e-secret-e2e-
         "--route",
         "/shop",
         "--bind",
-        "kv=dynamo:table=stratus-e2e-cp",
+        "kv=dynamo",
         "--bind",
         "config.greeting=Hi",
         "--no-wait",
@@ -415,9 +422,25 @@ keys = [{{ kid = "k1", algorithm = "HS256", secret = "e2e-secret-e2e-secret-e2e-
     let deployed: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(
         deployed["app"]["bindings"],
-        serde_json::json!(["config.greeting=Hi", "kv=dynamo:table=stratus-e2e-cp"])
+        serde_json::json!(["config.greeting=Hi", "kv=dynamo"])
     );
     assert_eq!(deployed["stored"], true);
+    // The operator's table is not the tenant's to name.
+    let (ok, _, err) = fnctl(&[
+        "deploy",
+        counter.to_str().unwrap(),
+        "--app",
+        "shop",
+        "--bind",
+        "kv=dynamo:table=someone-elses",
+        "--bind",
+        "config.greeting=Hi",
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains("binding_not_allowed") && err.contains("backend"),
+        "{err}"
+    );
     // Unknown provider options are refused before anything is stored.
     let (ok, _, err) = fnctl(&[
         "deploy",

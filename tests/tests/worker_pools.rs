@@ -15,7 +15,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use stratus_tests::{Dev, Http, binary, fnctl_env, wasm};
+use stratus_tests::{Dev, Http, binary, fnctl_env, free_port, wasm};
 
 /// A platform's shared setup: a config on its own Postgres schema and S3 bucket, tokens,
 /// and an `fnctl` login directory.
@@ -28,14 +28,6 @@ struct Platform {
 }
 
 const SECRET: &str = "pools-secret-pools-secret-pools-secret";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 impl Platform {
     fn new() -> Platform {

@@ -63,9 +63,13 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
         routes.clone(),
         Arc::new(Providers::default()),
     )?;
-    // What ran here last serves before the banner says the worker is up.
-    agent.restore().await;
-    println!("{banner}");
+    // The listener serves at once (apps still loading answer 503); the banner waits
+    // until what ran here last is loaded again, each app on its own.
+    let restored = agent.restore();
+    tokio::spawn(async move {
+        restored.await;
+        println!("{banner}");
+    });
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let until = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;

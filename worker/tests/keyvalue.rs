@@ -544,6 +544,7 @@ async fn a_dynamo_table_that_is_gone_is_no_such_store() {
     let sdk = stratus_worker::capabilities::aws::sdk_config(
         Some("us-east-1"),
         Some(&endpoint),
+        None,
         Duration::from_secs(2),
         Duration::from_secs(5),
     )

@@ -11,8 +11,9 @@ use stratus_proto::binding::Binding;
 use super::views::{AppView, PageView, Trigger};
 use super::{ApiError, ApiState, Body, Caller, PageQuery, Query};
 use crate::auth::Role;
-use crate::metadata::AppChange;
+use crate::metadata::{AppChange, MetadataError};
 use crate::names;
+use crate::tenancy;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -89,7 +90,10 @@ pub async fn set_live(
     caller.require(Role::Deployer)?;
     let change = AppChange {
         live_version: Some(body.version),
-        bindings: body.bindings.as_deref().map(parse_bindings).transpose()?,
+        bindings: match &body.bindings {
+            Some(specs) => Some(admit_bindings(&state, &caller.tenant, &app, specs).await?),
+            None => None,
+        },
         ..AppChange::default()
     };
     change_app(&state, &caller.tenant, &app, change).await
@@ -102,7 +106,8 @@ pub async fn bindings(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     caller.require(Role::Viewer)?;
     let app = state.metadata.get_app(&caller.tenant, &app).await?;
-    Ok(Json(serde_json::json!({ "bindings": app.bindings })))
+    let shown: Vec<String> = app.bindings.iter().map(|b| tenancy::shown(b)).collect();
+    Ok(Json(serde_json::json!({ "bindings": shown })))
 }
 
 #[derive(Deserialize)]
@@ -119,7 +124,7 @@ pub async fn replace_bindings(
 ) -> Result<Json<AppView>, ApiError> {
     caller.require(Role::Deployer)?;
     let change = AppChange {
-        bindings: Some(parse_bindings(&body.bindings)?),
+        bindings: Some(admit_bindings(&state, &caller.tenant, &app, &body.bindings).await?),
         ..AppChange::default()
     };
     change_app(&state, &caller.tenant, &app, change).await
@@ -143,7 +148,7 @@ pub async fn patch_bindings(
 ) -> Result<Json<AppView>, ApiError> {
     caller.require(Role::Deployer)?;
     let change = AppChange {
-        set_bindings: parse_bindings(&body.set)?,
+        set_bindings: admit_bindings(&state, &caller.tenant, &app, &body.set).await?,
         remove_bindings: body.remove,
         ..AppChange::default()
     };
@@ -191,8 +196,7 @@ pub async fn replace_triggers(
 const MAX_BINDINGS: usize = 1024;
 const MAX_ROUTES: usize = 256;
 
-/// Parses binding strings (the store checks providers and options), refusing what a
-/// tenant must not choose: where a worker keeps embedded files is the worker's business.
+/// Parses binding strings.
 pub fn parse_bindings(specs: &[String]) -> Result<Vec<Binding>, ApiError> {
     if specs.len() > MAX_BINDINGS {
         return Err(ApiError::new(
@@ -201,22 +205,35 @@ pub fn parse_bindings(specs: &[String]) -> Result<Vec<Binding>, ApiError> {
             format!("at most {MAX_BINDINGS} bindings per request"),
         ));
     }
-    specs
+    Ok(specs
         .iter()
-        .map(|s| {
-            let binding = s.parse::<Binding>()?;
-            if let Binding::KeyValue { provider, .. } = &binding
-                && provider.options.contains_key("path")
-            {
-                return Err(ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "invalid_binding",
-                    format!("`{s}`: the `path` option is only for `fnctl dev`; deployed apps keep embedded data where the worker puts it"),
-                ));
-            }
-            Ok(binding)
-        })
-        .collect()
+        .map(|s| s.parse::<Binding>())
+        .collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Parses the bindings a tenant asks for and passes them through the tenancy policy:
+/// what is stored (secrets sealed), or why it is refused. A secret sent back redacted
+/// keeps the app's stored value.
+pub async fn admit_bindings(
+    state: &ApiState,
+    tenant: &str,
+    app: &str,
+    specs: &[String],
+) -> Result<Vec<Binding>, ApiError> {
+    let asked = parse_bindings(specs)?;
+    let redacted = specs
+        .iter()
+        .any(|s| s.contains(stratus_proto::providers::REDACTED));
+    let current = if redacted {
+        match state.metadata.get_app(tenant, app).await {
+            Ok(existing) => parse_bindings(&existing.bindings)?,
+            Err(MetadataError::NotFound(_)) => Vec::new(),
+            Err(e) => return Err(e.into()),
+        }
+    } else {
+        Vec::new()
+    };
+    Ok(state.policy.admit(tenant, asked, &current)?)
 }
 
 /// Normalized, deduplicated routes.

@@ -1,6 +1,7 @@
 //! The one mapping from every error the API can meet to an HTTP status and a JSON body
 //! `{"error": {"code", "message"}}` with a stable `code`.
 
+use crate::tenancy::PolicyError;
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -145,6 +146,18 @@ impl From<BindingError> for ApiError {
             "invalid_binding",
             e.to_string(),
         )
+    }
+}
+
+impl From<PolicyError> for ApiError {
+    fn from(e: PolicyError) -> Self {
+        match e {
+            PolicyError::Binding(e) => e.into(),
+            PolicyError::Refused { .. } | PolicyError::Endpoint { .. } => {
+                Self::new(StatusCode::FORBIDDEN, "binding_not_allowed", e.to_string())
+            }
+            PolicyError::Secret(_) | PolicyError::Config(_) => Self::internal(e),
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! JSON extractors whose rejections are API errors too.
 
 mod apps;
+mod drain;
 mod error;
 mod versions;
 mod views;
@@ -36,6 +37,8 @@ pub struct ApiState {
     pub metadata: Metadata,
     pub artifacts: Arc<dyn ArtifactStore>,
     pub auth: Arc<Auth>,
+    /// What tenants' bindings may reach; seals and shows their secrets.
+    pub policy: Arc<crate::tenancy::Policy>,
     /// Largest component accepted, in bytes.
     pub max_upload_bytes: u64,
     /// Where uploads are staged while they are checked.
@@ -90,6 +93,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
             )
         })
         .with_state(state)
+        .layer(axum::middleware::from_fn(drain::drain_unread))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(
             TraceLayer::new_for_http()
@@ -139,12 +143,9 @@ impl FromRequestParts<Arc<ApiState>> for Caller {
         let token = value
             .to_str()
             .ok()
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
+            .and_then(crate::auth::bearer_token)
             .ok_or(AuthError::Missing)?;
-        let claims = state.auth.verify(token.trim())?;
+        let claims = state.auth.verify(token)?;
         tracing::Span::current().record("tenant", claims.tenant.as_str());
         Ok(Caller(claims))
     }

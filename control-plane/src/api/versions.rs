@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use super::apps::{normalize_routes, parse_bindings, parse_replicas};
+use super::apps::{admit_bindings, normalize_routes, parse_bindings, parse_replicas};
 use super::views::{AppView, PageView, VersionView};
 use super::{ApiError, ApiState, Caller, PageQuery, Query};
 use crate::auth::Role;
@@ -88,14 +88,28 @@ pub async fn deploy(
         )
     })?;
 
-    let mut manifest = Manifest::default();
+    let mut manifest = None;
     let mut staged = None;
     while let Some(field) = multipart.next_field().await.map_err(multipart_err)? {
+        // A repeated part is refused rather than one silently winning.
+        let repeated = match field.name() {
+            Some("manifest") => manifest.is_some(),
+            Some("component") => staged.is_some(),
+            _ => false,
+        };
+        if repeated {
+            return Err(ApiError::bad_request(format!(
+                "the upload has more than one `{}` part; send each once",
+                field.name().unwrap_or("")
+            )));
+        }
         match field.name() {
             Some("manifest") => {
                 let bytes = read_small(field, MAX_MANIFEST_BYTES).await?;
-                manifest = serde_json::from_slice(&bytes)
-                    .map_err(|e| ApiError::bad_request(format!("manifest is not valid: {e}")))?;
+                manifest =
+                    Some(serde_json::from_slice::<Manifest>(&bytes).map_err(|e| {
+                        ApiError::bad_request(format!("manifest is not valid: {e}"))
+                    })?);
             }
             Some("component") => {
                 let dir = state.staging_dir.clone();
@@ -111,6 +125,7 @@ pub async fn deploy(
     }
     let staged =
         staged.ok_or_else(|| ApiError::bad_request("the upload has no `component` part"))?;
+    let manifest = manifest.unwrap_or_default();
 
     // Everything is checked before anything is stored.
     let path = staged.path.to_path_buf();
@@ -119,14 +134,13 @@ pub async fn deploy(
         .await
         .map_err(|e| ApiError::from(inspect::InspectError::Io(std::io::Error::other(e))))??;
     let bindings = match &manifest.bindings {
-        Some(specs) => parse_bindings(specs)?,
+        Some(specs) => admit_bindings(&state, &caller.tenant, &app, specs).await?,
         None => match state.metadata.get_app(&caller.tenant, &app).await {
             Ok(existing) => parse_bindings(&existing.bindings)?,
             Err(MetadataError::NotFound(_)) => Vec::new(),
             Err(e) => return Err(e.into()),
         },
     };
-    stratus_proto::providers::check_bindings(&bindings)?;
     stratus_proto::interfaces::check_imports(
         inspection.imports.iter().map(String::as_str),
         &bindings,
@@ -145,6 +159,13 @@ pub async fn deploy(
         .map(parse_replicas)
         .transpose()?;
 
+    // Refused before the bytes are stored; the change's transaction checks again.
+    if let Some(routes) = &routes {
+        state
+            .metadata
+            .check_routes(&caller.tenant, &app, routes)
+            .await?;
+    }
     let known = state
         .metadata
         .tenant_has_digest(&caller.tenant, &staged.digest)

@@ -44,7 +44,11 @@ impl From<App> for AppView {
         Self {
             name: a.name,
             live_version: a.live_version,
-            bindings: a.bindings,
+            bindings: a
+                .bindings
+                .iter()
+                .map(|b| crate::tenancy::shown(b))
+                .collect(),
             triggers: a
                 .routes
                 .into_iter()

@@ -14,12 +14,28 @@ impl FsArtifacts {
         let dir = root.join("sha256");
         std::fs::create_dir_all(&dir)
             .map_err(|e| ArtifactError::Backend(format!("creating {}: {e}", dir.display())))?;
+        clear_partial_copies(&dir);
         Ok(Self { root: dir })
     }
 
     fn path(&self, digest: &str) -> Result<PathBuf, ArtifactError> {
         check_digest(digest)?;
         Ok(self.root.join(digest))
+    }
+}
+
+/// Copies in flight are dot-files; one left by a process killed mid-copy is never
+/// finished, so start-up removes them as it clears `staging/`.
+fn clear_partial_copies(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with('.')
+            && let Err(e) = std::fs::remove_file(entry.path())
+        {
+            tracing::warn!(file = %entry.path().display(), error = %e, "removing a partial copy");
+        }
     }
 }
 
@@ -32,6 +48,11 @@ impl ArtifactStore for FsArtifacts {
     async fn put_file(&self, digest: &str, path: &Path, _size: u64) -> Result<bool, ArtifactError> {
         let target = self.path(digest)?;
         if tokio::fs::try_exists(&target).await.unwrap_or(false) {
+            let touched = std::fs::File::options()
+                .append(true)
+                .open(&target)
+                .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+            touched.map_err(|e| io_err("touching", &target, e))?;
             return Ok(false);
         }
         let staging = self
@@ -73,5 +94,35 @@ impl ArtifactStore for FsArtifacts {
         tokio::fs::try_exists(&path)
             .await
             .map_err(|e| io_err("checking", &path, e))
+    }
+
+    async fn list(&self) -> Result<Vec<(String, std::time::SystemTime)>, ArtifactError> {
+        let mut entries = tokio::fs::read_dir(&self.root)
+            .await
+            .map_err(|e| io_err("listing", &self.root, e))?;
+        let mut out = Vec::new();
+        while let Some(entry) = entries
+            .next_entry()
+            .await
+            .map_err(|e| io_err("listing", &self.root, e))?
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if check_digest(&name).is_err() {
+                continue;
+            }
+            if let Ok(modified) = entry.metadata().await.and_then(|m| m.modified()) {
+                out.push((name, modified));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn delete(&self, digest: &str) -> Result<(), ArtifactError> {
+        let path = self.path(digest)?;
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err("deleting", &path, e)),
+        }
     }
 }

@@ -25,11 +25,16 @@ pub enum ArtifactError {
 #[async_trait::async_trait]
 pub trait ArtifactStore: Send + Sync {
     /// Stores the file at `path`, whose content hashes to `digest`, unless that digest
-    /// is already stored. Returns whether anything was written.
+    /// is already stored, in which case it is marked as just stored (so garbage
+    /// collection gives it a full grace period again). Returns whether anything was
+    /// written.
     async fn put_file(&self, digest: &str, path: &Path, size: u64) -> Result<bool, ArtifactError>;
     /// The bytes stored under `digest`, checked against it.
     async fn get(&self, digest: &str) -> Result<Vec<u8>, ArtifactError>;
     async fn exists(&self, digest: &str) -> Result<bool, ArtifactError>;
+    /// Every stored digest with when it was last stored.
+    async fn list(&self) -> Result<Vec<(String, std::time::SystemTime)>, ArtifactError>;
+    async fn delete(&self, digest: &str) -> Result<(), ArtifactError>;
 }
 
 /// Lowercase hex SHA-256 of `bytes`.

@@ -217,10 +217,21 @@ impl S3Artifacts {
 #[async_trait::async_trait]
 impl ArtifactStore for S3Artifacts {
     async fn put_file(&self, digest: &str, path: &Path, size: u64) -> Result<bool, ArtifactError> {
+        let key = self.key(digest)?;
         if self.exists(digest).await? {
+            // Copied onto itself: its last-modified time is now, a new grace period.
+            self.client
+                .copy_object()
+                .bucket(&self.bucket)
+                .key(&key)
+                .copy_source(format!("{}/{key}", self.bucket))
+                .content_type("application/wasm")
+                .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
+                .send()
+                .await
+                .map_err(|e| err("touching", e))?;
             return Ok(false);
         }
-        let key = self.key(digest)?;
         if size > self.part_size as u64 {
             self.put_multipart(&key, path).await?;
         } else {
@@ -279,5 +290,45 @@ impl ArtifactStore for S3Artifacts {
             Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(false),
             Err(e) => Err(err("checking", e)),
         }
+    }
+
+    async fn list(&self) -> Result<Vec<(String, std::time::SystemTime)>, ArtifactError> {
+        let prefix = self.key(&"0".repeat(64))?.trim_end_matches('0').to_string();
+        let mut out = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(&prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| err("listing", e))?;
+            for object in page.contents() {
+                let digest = object
+                    .key()
+                    .and_then(|k| k.strip_prefix(prefix.as_str()))
+                    .filter(|d| check_digest(d).is_ok());
+                let modified = object
+                    .last_modified()
+                    .and_then(|t| std::time::SystemTime::try_from(*t).ok());
+                if let (Some(digest), Some(modified)) = (digest, modified) {
+                    out.push((digest.to_string(), modified));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn delete(&self, digest: &str) -> Result<(), ArtifactError> {
+        let key = self.key(digest)?;
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .send()
+            .await
+            .map_err(|e| err("deleting", e))?;
+        Ok(())
     }
 }

@@ -30,6 +30,8 @@ pub struct WorkerApi {
     pub metadata: Metadata,
     pub artifacts: Arc<dyn ArtifactStore>,
     pub auth: Arc<Auth>,
+    /// Resolves stored bindings into what workers open (backends, sealed secrets).
+    pub policy: Arc<crate::tenancy::Policy>,
     pub hub: FeedHub,
     pub nudge: Nudge,
     pub scheduler: SchedulerConfig,
@@ -47,12 +49,9 @@ impl WorkerApi {
             .metadata()
             .get("authorization")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
+            .and_then(crate::auth::bearer_token)
             .ok_or(AuthError::Missing)?;
-        Ok(self.auth.verify_worker(token.trim())?)
+        Ok(self.auth.verify_worker(token)?)
     }
 
     /// Checks that `worker` is registered in the token's pool.
@@ -160,6 +159,7 @@ impl WorkerControl for WorkerApi {
         self.own_worker(&claims, &r.worker_id).await?;
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let metadata = self.metadata.clone();
+        let policy = self.policy.clone();
         let mut generations = self.hub.subscribe();
         let pool = claims.pool;
         let worker = r.worker_id;
@@ -171,7 +171,8 @@ impl WorkerControl for WorkerApi {
                 // Before the hub's first poll nothing is known: build the feed anyway.
                 if current.is_none() || current != sent {
                     match metadata.feed(&worker, &pool).await {
-                        Ok(Some(feed)) => {
+                        Ok(Some(mut feed)) => {
+                            resolve_bindings(&policy, &mut feed);
                             let generation = feed.generation;
                             if sent != Some(generation) {
                                 if tx.send(Ok(feed)).await.is_err() {
@@ -270,5 +271,22 @@ impl WorkerControl for WorkerApi {
             })
             .collect();
         Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
+    }
+}
+
+/// Turns the stored bindings of a worker's assignments into what it opens: the only
+/// place secrets are opened, for the workers that run the app.
+fn resolve_bindings(policy: &crate::tenancy::Policy, feed: &mut pb::AssignmentFeed) {
+    for a in &mut feed.assignments {
+        for b in &mut a.bindings {
+            match policy.resolve(&a.tenant, b) {
+                Ok(resolved) => *b = resolved,
+                Err(e) => {
+                    // Sent redacted: the worker reports the load as failed.
+                    tracing::warn!(tenant = %a.tenant, app = %a.app, error = %e, "resolving a binding");
+                    *b = crate::tenancy::shown(b);
+                }
+            }
+        }
     }
 }

@@ -96,6 +96,19 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
         )",
         ],
     ),
+    (
+        3,
+        &[
+            // One row every route change updates first: it serializes route changes
+            // across replicas (a row lock on PostgreSQL; SQLite has one writer), so
+            // two apps can never both claim overlapping routes.
+            "CREATE TABLE route_space (
+            id BIGINT PRIMARY KEY,
+            changes BIGINT NOT NULL
+        )",
+            "INSERT INTO route_space (id, changes) VALUES (1, 0)",
+        ],
+    ),
 ];
 
 /// Creates the bookkeeping table; run under the backend's migration lock.

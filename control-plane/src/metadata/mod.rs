@@ -180,6 +180,18 @@ impl Metadata {
         tx.commit().await
     }
 
+    /// Every digest some version references.
+    pub async fn referenced_digests(
+        &self,
+    ) -> Result<std::collections::HashSet<String>, MetadataError> {
+        let mut tx = self.db.begin().await?;
+        let rows = tx
+            .query("SELECT DISTINCT digest FROM versions", &[])
+            .await?;
+        tx.commit().await?;
+        rows.iter().map(|r| text(r, 0)).collect()
+    }
+
     /// Whether any app of `tenant` has a version with these bytes. Deploy reports
     /// deduplication per tenant, so it never reveals what other tenants uploaded.
     pub async fn tenant_has_digest(

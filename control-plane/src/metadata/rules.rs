@@ -73,11 +73,11 @@ pub(super) async fn apply_change(
         bindings.push(b);
     }
     if rebinding {
-        stratus_proto::providers::check_bindings(&bindings).map_err(|e| {
-            MetadataError::Refused {
-                code: "invalid_binding",
-                message: e.to_string(),
-            }
+        // What the tenancy policy allows was checked at the API; stored bindings may
+        // name backends.
+        stratus_proto::providers::check_stored(&bindings).map_err(|e| MetadataError::Refused {
+            code: "invalid_binding",
+            message: e.to_string(),
         })?;
         tx.execute("DELETE FROM bindings WHERE app_id = $1", &[id.into()])
             .await?;
@@ -90,6 +90,12 @@ pub(super) async fn apply_change(
         }
     }
     if let Some(routes) = change.routes {
+        // Held until commit: a concurrent route change waits here, then sees these.
+        tx.execute(
+            "UPDATE route_space SET changes = changes + 1 WHERE id = 1",
+            &[],
+        )
+        .await?;
         tx.execute(
             "DELETE FROM triggers WHERE app_id = $1 AND kind = 'http'",
             &[id.into()],

@@ -130,22 +130,26 @@ impl Assignments {
     }
 
     /// Applies the feed kept by the previous run, if any, before the control plane is
-    /// reachable. Components come from the local copies.
-    pub async fn restore(self: &Arc<Self>) -> anyhow::Result<()> {
-        let bytes = match tokio::fs::read(&self.state_file).await {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+    /// reachable: its routes are installed at once (an app still loading answers 503)
+    /// and the returned future loads its apps concurrently, from the local copies of
+    /// their components, so one app whose provider is slow to fail delays only itself.
+    pub fn restore(self: &Arc<Self>) -> anyhow::Result<impl Future<Output = ()> + Send + 'static> {
+        let feed = match std::fs::read(&self.state_file) {
+            Ok(bytes) => pb::AssignmentFeed::decode(bytes.as_slice())?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => pb::AssignmentFeed::default(),
             Err(e) => return Err(e.into()),
         };
-        let feed = pb::AssignmentFeed::decode(bytes.as_slice())?;
-        tracing::info!(
-            generation = feed.generation,
-            assignments = feed.assignments.len(),
-            "restoring the last assignments"
-        );
+        if !feed.assignments.is_empty() {
+            tracing::info!(
+                generation = feed.generation,
+                assignments = feed.assignments.len(),
+                "restoring the last assignments"
+            );
+        }
         let loads = self.apply_inner(feed, false);
-        futures::future::join_all(loads).await;
-        Ok(())
+        Ok(async move {
+            futures::future::join_all(loads).await;
+        })
     }
 
     /// Makes the worker run what `feed` says; returns once every new load finished (a
@@ -329,11 +333,12 @@ impl Assignments {
             .map(|b| b.parse::<Binding>())
             .collect::<Result<Vec<_>, _>>()
             .context("reading the bindings")?;
-        let caps = Capabilities::open_shared(&bindings, &self.providers_dir, &self.providers)
-            .await
-            .context("opening the bound providers")?;
-        let runtime = self.runtime.clone();
         let name = namespace(&a.tenant, &a.app);
+        let caps =
+            Capabilities::open_shared(&bindings, &name, &self.providers_dir, &self.providers)
+                .await
+                .context("opening the bound providers")?;
+        let runtime = self.runtime.clone();
         // Compiling is CPU work; keep it off the threads serving requests.
         let app = tokio::task::spawn_blocking(move || runtime.load(&name, &bytes, caps))
             .await
@@ -413,7 +418,7 @@ mod tests {
         assert_eq!(distinct.len(), names.len());
         for n in &names {
             // The runtime accepts it as an app name, so it cannot hold a `/`.
-            assert!(stratus_proto::names::check_app_name(n).is_ok(), "{n}");
+            assert!(stratus_proto::names::check_namespace(n).is_ok(), "{n}");
         }
         // `a` + `b.c` and `a.b` + `c` would alias; tenants cannot contain `.`.
         assert!(stratus_proto::names::check_tenant("a.b").is_err());

@@ -158,11 +158,19 @@ impl Agent {
         })
     }
 
-    /// Loads the assignments kept by the previous run, so the worker serves them before
-    /// (and without) reaching the control plane. Call it before serving HTTP.
-    pub async fn restore(&self) {
-        if let Err(e) = self.assignments.restore().await {
-            tracing::warn!(error = %format!("{e:#}"), "the kept assignments could not be restored");
+    /// Installs the assignments kept by the previous run, so the worker serves them
+    /// without reaching the control plane; the future finishes once their apps have
+    /// loaded (or failed to). Call it before [`Agent::run`]; serve HTTP meanwhile.
+    pub fn restore(&self) -> impl Future<Output = ()> + Send + 'static {
+        let restored = self.assignments.restore();
+        async move {
+            match restored {
+                Ok(loads) => loads.await,
+                Err(e) => tracing::warn!(
+                    error = %format!("{e:#}"),
+                    "the kept assignments could not be restored"
+                ),
+            }
         }
     }
 

@@ -11,6 +11,7 @@ use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkErro
 pub async fn sdk_config(
     region: Option<&str>,
     endpoint: Option<&str>,
+    credentials: Option<&stratus_proto::providers::StaticCredentials>,
     connect_timeout: Duration,
     attempt_timeout: Duration,
 ) -> aws_config::SdkConfig {
@@ -25,6 +26,17 @@ pub async fn sdk_config(
     }
     if let Some(endpoint) = endpoint {
         loader = loader.endpoint_url(endpoint.to_string());
+    }
+    // A binding's own credentials replace the chain entirely, so nothing of the
+    // worker's (environment, profile, instance role) can sign its requests.
+    if let Some(c) = credentials {
+        loader = loader.credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            c.access_key_id.clone(),
+            c.secret_access_key.clone(),
+            None,
+            None,
+            "stratus-binding",
+        ));
     }
     loader.load().await
 }

@@ -12,27 +12,73 @@ use self::config::ConfigValues;
 use self::keyvalue::{KvBindings, OpenError};
 use crate::binding::{Binding, BindingError};
 
-/// Providers opened so far, keyed by their spec (`redis:url=…`).
+/// Providers open on this worker, shared by the apps bound to the same spec and closed
+/// once no app uses them.
+///
+/// - Each spec opens at most once at a time, but different specs open concurrently: a
+///   provider that takes its whole connect timeout to fail delays only the apps bound
+///   to it.
+/// - The table holds providers weakly: when the last app bound to one is dropped, so is
+///   its connection pool (or embedded file).
+/// - A memory store is never shared between apps: each app's is its own, so one app
+///   filling its quota never fails another's writes.
 #[derive(Default)]
 pub struct Providers {
-    kv: tokio::sync::Mutex<std::collections::HashMap<String, Arc<dyn keyvalue::KeyValue>>>,
+    kv: std::sync::Mutex<std::collections::HashMap<String, Arc<KvSlot>>>,
 }
 
+/// One spec's provider: opened once, held weakly.
+type KvSlot = tokio::sync::OnceCell<std::sync::Weak<dyn keyvalue::KeyValue>>;
+
 impl Providers {
+    fn table(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Arc<KvSlot>>> {
+        self.kv.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     async fn kv(
         &self,
         spec: &crate::binding::ProviderSpec,
+        app: &str,
         data_dir: &Path,
     ) -> Result<Arc<dyn keyvalue::KeyValue>, OpenError> {
-        // Held across the connect so two apps binding the same spec share one provider.
-        let mut open = self.kv.lock().await;
-        let key = spec.to_string();
-        if let Some(store) = open.get(&key) {
-            return Ok(store.clone());
+        let key = if spec.provider == "memory" {
+            format!("{spec}@{app}")
+        } else {
+            spec.to_string()
+        };
+        loop {
+            let slot = {
+                let mut table = self.table();
+                // Forget providers every app has let go of (and failed opens).
+                table.retain(|_, slot| slot.get().is_none_or(|weak| weak.strong_count() > 0));
+                table.entry(key.clone()).or_default().clone()
+            };
+            let mut opened = None;
+            let weak = slot
+                .get_or_try_init(|| async {
+                    let store = keyvalue::open_provider(spec, data_dir).await?;
+                    let weak = Arc::downgrade(&store);
+                    opened = Some(store);
+                    Ok::<_, OpenError>(weak)
+                })
+                .await?;
+            if let Some(store) = opened.or_else(|| weak.upgrade()) {
+                return Ok(store);
+            }
+            // Its last user dropped it between lookup and use: open it afresh.
+            let mut table = self.table();
+            if table.get(&key).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
+                table.remove(&key);
+            }
         }
-        let store = keyvalue::open_provider(spec, data_dir).await?;
-        open.insert(key, store.clone());
-        Ok(store)
+    }
+
+    /// How many providers are open (for tests and metrics).
+    pub fn open_count(&self) -> usize {
+        self.table()
+            .values()
+            .filter(|slot| slot.get().is_some_and(|weak| weak.strong_count() > 0))
+            .count()
     }
 }
 
@@ -53,14 +99,16 @@ impl Capabilities {
 
     /// Connects every provider the bindings name. `data_dir` holds embedded stores.
     pub async fn open(bindings: &[Binding], data_dir: &Path) -> Result<Self, OpenError> {
-        Self::open_shared(bindings, data_dir, &Providers::default()).await
+        Self::open_shared(bindings, "app", data_dir, &Providers::default()).await
     }
 
-    /// Like [`Capabilities::open`], reusing providers already open in `providers`: a
-    /// worker running many apps keeps one connection pool (or embedded file) per provider
-    /// spec, and an embedded file can only be opened once per process anyway.
+    /// Like [`Capabilities::open`] for the app named `app`, reusing providers already
+    /// open in `providers`: a worker running many apps keeps one connection pool (or
+    /// embedded file) per provider spec, and an embedded file can only be opened once per
+    /// process anyway.
     pub async fn open_shared(
         bindings: &[Binding],
+        app: &str,
         data_dir: &Path,
         providers: &Providers,
     ) -> Result<Self, OpenError> {
@@ -70,7 +118,7 @@ impl Capabilities {
         for binding in bindings {
             match binding {
                 Binding::KeyValue { bucket, provider } => {
-                    let store = providers.kv(provider, data_dir).await?;
+                    let store = providers.kv(provider, app, data_dir).await?;
                     match bucket {
                         None => kv.default = Some(store),
                         Some(b) => {

@@ -54,6 +54,8 @@ pub enum InvocationError {
     Host(String),
     #[error("the worker is at its concurrency limit; retry later")]
     Overloaded,
+    #[error("this function is at its concurrency limit on this worker; retry later")]
+    Throttled,
     #[error("malformed request: {0}")]
     BadRequest(String),
     #[error("the request body is larger than the {0}-byte limit")]
@@ -71,6 +73,7 @@ impl InvocationError {
         match self {
             InvocationError::Timeout(_) => http::StatusCode::GATEWAY_TIMEOUT,
             InvocationError::Overloaded => http::StatusCode::SERVICE_UNAVAILABLE,
+            InvocationError::Throttled => http::StatusCode::TOO_MANY_REQUESTS,
             InvocationError::BadRequest(_) => http::StatusCode::BAD_REQUEST,
             InvocationError::RequestTooLarge(_) => http::StatusCode::PAYLOAD_TOO_LARGE,
             InvocationError::NoRoute => http::StatusCode::NOT_FOUND,
@@ -92,6 +95,7 @@ impl InvocationError {
             InvocationError::Guest(_) => "the function failed".into(),
             InvocationError::Host(_) => "the worker failed to run the function".into(),
             InvocationError::Overloaded
+            | InvocationError::Throttled
             | InvocationError::CpuLimit(_)
             | InvocationError::NoRoute
             | InvocationError::NoReplica
@@ -113,7 +117,10 @@ impl InvocationError {
             http::header::CONTENT_TYPE,
             http::HeaderValue::from_static("text/plain; charset=utf-8"),
         );
-        if let InvocationError::NoReplica | InvocationError::Overloaded = self {
+        if let InvocationError::NoReplica
+        | InvocationError::Overloaded
+        | InvocationError::Throttled = self
+        {
             resp.headers_mut().insert(
                 http::header::RETRY_AFTER,
                 http::HeaderValue::from_static("1"),
@@ -176,6 +183,7 @@ pub struct App {
     pre: ProxyPre<InvocationState>,
     capabilities: Capabilities,
     spare: Arc<SpareSlot>,
+    share: super::fair_share::FairShare,
 }
 
 impl App {
@@ -194,12 +202,17 @@ impl App {
                 format!("{e:#}"),
             ))
         })?;
+        let share = super::fair_share::FairShare::new(
+            runtime.config().app_concurrency,
+            runtime.config().app_queue,
+        );
         Ok(Self {
             runtime,
             name: name.into(),
             pre,
             capabilities,
             spare: Arc::default(),
+            share,
         })
     }
 
@@ -241,14 +254,19 @@ impl App {
             table: Default::default(),
             kv: KvCtx::new(self.capabilities.kv.clone(), self.name.clone()),
             config: shared_config(&self.capabilities.config),
-            limits,
+            limiter: super::budget::Limiter {
+                limits,
+                charge: super::budget::Charge::new(self.runtime.memory_budget()),
+            },
+            app_slot: None,
             stdout,
             stderr,
             cpu: CpuBudget::new(config.max_cpu),
         };
-        state.table.set_max_capacity(MAX_RESOURCES);
+        // The floor until an invocation takes the store and is granted more.
+        state.table.set_max_capacity(super::budget::FLOOR_RESOURCES);
         let mut store = Store::new(self.runtime.engine(), state);
-        store.limiter(|s| &mut s.limits);
+        store.limiter(|s| &mut s.limiter);
         // At every epoch tick that finds the guest running, count it against the CPU
         // budget and yield to the scheduler: a spinning guest shares its thread; the
         // wall-clock deadline is enforced by the timeout around the call. A new store's
@@ -297,6 +315,9 @@ impl App {
         if req.body().size_hint().lower() > max_request_bytes {
             return Err(InvocationError::RequestTooLarge(max_request_bytes));
         }
+        // The app's own share first: one app's crowd never queues for the worker's
+        // slots ahead of other apps.
+        let app_slot = self.share.enter(timeout).await?;
         let permit = self.runtime.acquire_slot(timeout).await?;
         // Under load, yield once before instantiating: tokio puts the task at the back
         // of its queue and wakes an idle worker thread, which spreads the connections
@@ -309,6 +330,12 @@ impl App {
             Some((store, proxy)) => (store, Some(proxy)),
             None => (self.new_store(), None),
         };
+        {
+            let state = store.data_mut();
+            state.app_slot = Some(app_slot);
+            let capacity = state.limiter.charge.grant_resources(MAX_RESOURCES);
+            state.table.set_max_capacity(capacity);
+        }
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let host = |e: wasmtime::Error| InvocationError::Host(format!("{e:#}"));
         // A bodiless request (most GETs) needs no limit, and costs no flag.

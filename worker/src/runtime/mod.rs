@@ -6,9 +6,11 @@
 
 mod app;
 mod body;
+pub mod budget;
 mod cache;
 mod cpu_time;
 mod engine;
+mod fair_share;
 mod host_memory;
 mod imports;
 mod request_body;
@@ -26,7 +28,6 @@ pub use self::cpu_time::CpuLimitExceeded;
 pub use self::imports::LoadError;
 pub use self::teardown::poll_deferring_teardown;
 pub use stratus_proto::interfaces::check_imports;
-pub use stratus_proto::names::check_app_name;
 
 /// Limits and knobs for one worker's runtime.
 #[derive(Debug, Clone)]
@@ -38,6 +39,12 @@ pub struct RuntimeConfig {
     pub timeout: Duration,
     /// Invocations running at once on this worker; more wait for a slot.
     pub max_concurrency: u32,
+    /// Invocations of one app running at once on this worker (its fair share).
+    pub app_concurrency: u32,
+    /// Invocations of one app waiting for its share; more get 429 at once.
+    pub app_queue: u32,
+    /// What all invocations' linear memories and host resources may hold together.
+    pub memory_budget_bytes: usize,
     /// Where compiled components are cached, keyed by content digest (`None` = no cache).
     pub cache_dir: Option<PathBuf>,
     /// Bytes of stdout/stderr kept per invocation; the rest is counted and dropped.
@@ -60,6 +67,9 @@ impl Default for RuntimeConfig {
             max_memory_bytes: 128 << 20,
             timeout: Duration::from_secs(30),
             max_concurrency: 64,
+            app_concurrency: 16,
+            app_queue: 64,
+            memory_budget_bytes: 2 << 30,
             cache_dir: None,
             max_log_bytes: 64 << 10,
             spare_instances: 16,
@@ -80,6 +90,7 @@ struct RuntimeInner {
     config: RuntimeConfig,
     concurrency: Arc<tokio::sync::Semaphore>,
     spares: Arc<tokio::sync::Semaphore>,
+    memory: Arc<budget::MemoryBudget>,
     /// Apps holding a spare, the one made longest ago first.
     spare_order: std::sync::Mutex<std::collections::VecDeque<std::sync::Weak<spare::SpareSlot>>>,
 }
@@ -90,12 +101,15 @@ impl Runtime {
         engine::start_epoch_ticker(&engine);
         let concurrency = Arc::new(tokio::sync::Semaphore::new(config.max_concurrency as usize));
         let spares = Arc::new(tokio::sync::Semaphore::new(config.spare_instances as usize));
+        let memory = Arc::new(budget::MemoryBudget::new(config.memory_budget_bytes));
         Ok(Self {
             inner: Arc::new(RuntimeInner {
                 engine,
                 config,
                 concurrency,
                 spares,
+                memory,
+
                 spare_order: Default::default(),
             }),
         })
@@ -107,6 +121,11 @@ impl Runtime {
 
     pub fn config(&self) -> &RuntimeConfig {
         &self.inner.config
+    }
+
+    /// The worker's memory budget, shared by every invocation.
+    pub fn memory_budget(&self) -> Arc<budget::MemoryBudget> {
+        self.inner.memory.clone()
     }
 
     /// Whether invocations other than the caller's hold concurrency slots.
@@ -187,7 +206,7 @@ impl Runtime {
         bytes: &[u8],
         capabilities: crate::capabilities::Capabilities,
     ) -> Result<App, LoadError> {
-        check_app_name(name)?;
+        stratus_proto::names::check_namespace(name)?;
         let component = cache::compile(
             &self.inner.engine,
             bytes,

@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
@@ -21,7 +20,9 @@ pub struct InvocationState {
     pub(super) table: ResourceTable,
     pub(super) kv: KvCtx,
     pub(super) config: ConfigValues,
-    pub(super) limits: StoreLimits,
+    pub(super) limiter: super::budget::Limiter,
+    /// The app's fair-share slot, held until the store is torn down.
+    pub(super) app_slot: Option<tokio::sync::OwnedSemaphorePermit>,
     pub(super) stdout: CapturedOutput,
     pub(super) stderr: CapturedOutput,
     pub(super) cpu: CpuBudget,

@@ -218,6 +218,7 @@ impl DynamoStore {
         let sdk = crate::capabilities::aws::sdk_config(
             config.region.as_deref(),
             config.endpoint.as_deref(),
+            config.credentials.as_ref(),
             Duration::from_secs(2),
             Duration::from_secs(5),
         )

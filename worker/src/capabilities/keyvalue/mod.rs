@@ -184,7 +184,9 @@ pub async fn open(
         KvProvider::Embedded { path } => Arc::new(EmbeddedStore::open(
             &path.unwrap_or_else(|| data_dir.join("kv.redb")),
         )?),
-        KvProvider::Redis { url } => Arc::new(RedisStore::connect(&url).await?),
+        KvProvider::Redis { url, password } => {
+            Arc::new(RedisStore::connect(&url, password.as_deref()).await?)
+        }
         KvProvider::Dynamo(config) => Arc::new(DynamoStore::connect(config).await?),
     })
 }

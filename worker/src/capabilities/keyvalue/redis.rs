@@ -44,9 +44,17 @@ fn hash_key(ns: &str) -> String {
 }
 
 impl RedisStore {
-    pub async fn connect(url: &str) -> Result<Self, KvError> {
-        let client = redis::Client::open(url)
-            .map_err(|e| KvError::provider(NAME, format!("invalid url `{url}`: {e}")))?;
+    /// Connects to `url`, with `password` (if given) instead of any in the URL.
+    pub async fn connect(url: &str, password: Option<&str>) -> Result<Self, KvError> {
+        // Errors and logs show the URL without its password.
+        let shown = stratus_proto::providers::redacted_url(url);
+        let mut info = redis::IntoConnectionInfo::into_connection_info(url)
+            .map_err(|e| KvError::provider(NAME, format!("invalid url `{shown}`: {e}")))?;
+        if let Some(password) = password {
+            info.redis.password = Some(password.to_string());
+        }
+        let client = redis::Client::open(info)
+            .map_err(|e| KvError::provider(NAME, format!("invalid url `{shown}`: {e}")))?;
         // Bounded timeouts: a Redis that is down must give the guest an error, not a hang.
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Duration::from_secs(2))
@@ -62,10 +70,10 @@ impl RedisStore {
         .map_err(|_| {
             KvError::provider(
                 NAME,
-                format!("connecting to {url}: no answer within {CONNECT_DEADLINE:?}"),
+                format!("connecting to {shown}: no answer within {CONNECT_DEADLINE:?}"),
             )
         })?
-        .map_err(|e| KvError::provider(NAME, format!("connecting to {url}: {e}")))?;
+        .map_err(|e| KvError::provider(NAME, format!("connecting to {shown}: {e}")))?;
         Ok(Self {
             conn,
             cas: redis::Script::new(CAS_SCRIPT),
