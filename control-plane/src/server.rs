@@ -49,6 +49,11 @@ impl ControlPlane {
             Policy::new(config.tenancy.clone(), &config.data_dir)
                 .context("loading the tenancy policy")?,
         );
+        let check = metadata
+            .setting_or_insert("secrets_key_check", &policy.key_check()?)
+            .await
+            .context("reading the secrets key check")?;
+        policy.verify_key_check(&check)?;
         // Uploads staged by a process that died mid-request are never resumed.
         let staging_dir = config.data_dir.join("staging");
         if let Err(e) = std::fs::remove_dir_all(&staging_dir)

@@ -25,8 +25,8 @@ pub enum KvProvider {
     },
     Redis {
         url: String,
-        /// `password=` (a secret), used instead of any password in the URL.
-        password: Option<String>,
+        /// `password=`, used instead of any password in the URL.
+        password: Option<Secret>,
     },
     Dynamo(DynamoConfig),
 }
@@ -37,17 +37,39 @@ pub const SECRET_OPTIONS: &[&str] = &["password", "secret_access_key"];
 /// What a redacted secret reads as.
 pub const REDACTED: &str = "***";
 
+/// The backend a binding names in a worker's feed when the control plane's policy
+/// refuses it: no backend has this name, and the worker reports the refusal.
+pub const REFUSED_BACKEND: &str = "!refused";
+
 /// Whether `option` of a provider carries a secret: a secret option, or a URL with a
 /// password in it.
 pub fn is_secret(option: &str, value: &str) -> bool {
     SECRET_OPTIONS.contains(&option) || (option == "url" && url_password(value).is_some())
 }
 
-/// The password in `scheme://user:password@host…`, if any.
+/// A secret option's value: shown as [`REDACTED`] by `Debug`, so it never reaches a log
+/// through a derived `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The password in `scheme://user:password@host…`, if any: everything from the first
+/// `:` after `://` to the last `@`, so a password holding `@`, `/`, `?` or `#` is still
+/// found whole (and redacted whole).
 pub fn url_password(url: &str) -> Option<&str> {
     let rest = url.split_once("://")?.1;
-    let authority = rest.split(['/', '?', '#']).next()?;
-    let userinfo = authority.rsplit_once('@')?.0;
+    let userinfo = rest.rsplit_once('@')?.0;
     userinfo.split_once(':').map(|(_, p)| p)
 }
 
@@ -97,19 +119,10 @@ pub struct DynamoConfig {
     pub credentials: Option<StaticCredentials>,
 }
 
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StaticCredentials {
     pub access_key_id: String,
-    pub secret_access_key: String,
-}
-
-impl std::fmt::Debug for StaticCredentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StaticCredentials")
-            .field("access_key_id", &self.access_key_id)
-            .field("secret_access_key", &REDACTED)
-            .finish()
-    }
+    pub secret_access_key: Secret,
 }
 
 impl DynamoConfig {
@@ -123,7 +136,7 @@ impl DynamoConfig {
             (None, None) => None,
             (Some(access_key_id), Some(secret_access_key)) => Some(StaticCredentials {
                 access_key_id,
-                secret_access_key,
+                secret_access_key: Secret(secret_access_key),
             }),
             _ => {
                 return Err(opts.invalid(
@@ -149,10 +162,13 @@ impl KvProvider {
         let mut opts = spec.clone().into_options();
         // The control plane replaces a backend by its options before a worker sees it.
         if let Some(backend) = opts.take("backend") {
-            return Err(opts.invalid(
-                "backend",
-                format!("backend `{backend}` is not offered here (any more)"),
-            ));
+            let why = if backend == REFUSED_BACKEND {
+                "the control plane's tenancy policy refuses this binding (its log says why)"
+                    .to_string()
+            } else {
+                format!("backend `{backend}` is not offered here (any more)")
+            };
+            return Err(opts.invalid("backend", why));
         }
         let provider = match spec.provider.as_str() {
             "memory" => Self::Memory {
@@ -173,7 +189,7 @@ impl KvProvider {
                 url: opts
                     .take("url")
                     .unwrap_or_else(|| "redis://127.0.0.1:6379".to_string()),
-                password: opts.take("password"),
+                password: opts.take("password").map(Secret),
             },
             "dynamo" | "dynamodb" => Self::Dynamo(DynamoConfig::from_options(&mut opts)?),
             other => {
@@ -264,12 +280,19 @@ mod tests {
         );
         assert_eq!(shown, "redis:password=***,url=redis://u:***@h:6379/0");
         assert!(is_secret("url", "rediss://:p@h"));
+        // A password holding `@`, `/`, `?` or `#` is redacted whole.
+        assert_eq!(
+            redacted_url("redis://u:p/a?s#s@w@h:1/0"),
+            "redis://u:***@h:1/0"
+        );
         assert!(!is_secret("url", "redis://h:6379"));
         assert!(is_secret("secret_access_key", "x"));
         let dynamo: ProviderSpec = "dynamo:access_key_id=AK,secret_access_key=SK"
             .parse()
             .unwrap();
         assert!(!format!("{:?}", KvProvider::parse(&dynamo).unwrap()).contains("SK"));
+        let redis: ProviderSpec = "redis:password=hunter2".parse().unwrap();
+        assert!(!format!("{:?}", KvProvider::parse(&redis).unwrap()).contains("hunter2"));
     }
 
     #[test]

@@ -52,6 +52,18 @@ async fn memory_stores_are_each_apps_own() {
         .set("globex.shop/default", "k", b"100 bytes at most")
         .await
         .expect("another app's memory store is not full");
+
+    // Binding more buckets to memory does not multiply an app's quota: one store.
+    let bindings: Vec<Binding> = ["kv.a=memory:max_mb=1", "kv.b=memory:max_mb=01"]
+        .iter()
+        .map(|b| b.parse().unwrap())
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let c = Capabilities::open_shared(&bindings, "acme.two", dir.path(), &providers)
+        .await
+        .unwrap();
+    let (a, b) = (c.kv.resolve("a").unwrap(), c.kv.resolve("b").unwrap());
+    assert!(std::sync::Arc::ptr_eq(&a, &b), "one memory store per app");
 }
 
 /// Clients connected to the test Redis.

@@ -47,13 +47,16 @@ fn io_err(what: &str, path: &Path, e: std::io::Error) -> ArtifactError {
 impl ArtifactStore for FsArtifacts {
     async fn put_file(&self, digest: &str, path: &Path, _size: u64) -> Result<bool, ArtifactError> {
         let target = self.path(digest)?;
-        if tokio::fs::try_exists(&target).await.unwrap_or(false) {
-            let touched = std::fs::File::options()
-                .append(true)
-                .open(&target)
-                .and_then(|f| f.set_modified(std::time::SystemTime::now()));
-            touched.map_err(|e| io_err("touching", &target, e))?;
-            return Ok(false);
+        // Stored already: touched, so garbage collection gives it a new grace period.
+        // Collected meanwhile: stored again below.
+        let touched = std::fs::File::options()
+            .append(true)
+            .open(&target)
+            .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+        match touched {
+            Ok(()) => return Ok(false),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err("touching", &target, e)),
         }
         let staging = self
             .root

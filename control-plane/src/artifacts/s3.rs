@@ -46,6 +46,13 @@ pub struct S3Artifacts {
     part_size: usize,
 }
 
+/// Whether a copy failed because its source is not there.
+fn is_missing<R>(e: &SdkError<aws_sdk_s3::operation::copy_object::CopyObjectError, R>) -> bool {
+    e.as_service_error()
+        .and_then(|s| s.meta().code())
+        .is_some_and(|code| matches!(code, "NoSuchKey" | "NotFound" | "404"))
+}
+
 fn err<E, R>(what: &str, e: SdkError<E, R>) -> ArtifactError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
@@ -218,19 +225,23 @@ impl S3Artifacts {
 impl ArtifactStore for S3Artifacts {
     async fn put_file(&self, digest: &str, path: &Path, size: u64) -> Result<bool, ArtifactError> {
         let key = self.key(digest)?;
-        if self.exists(digest).await? {
-            // Copied onto itself: its last-modified time is now, a new grace period.
-            self.client
-                .copy_object()
-                .bucket(&self.bucket)
-                .key(&key)
-                .copy_source(format!("{}/{key}", self.bucket))
-                .content_type("application/wasm")
-                .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
-                .send()
-                .await
-                .map_err(|e| err("touching", e))?;
-            return Ok(false);
+        // Stored already: copied onto itself, so its last-modified time is now and
+        // garbage collection gives it a new grace period. Collected meanwhile: stored
+        // again below.
+        let touched = self
+            .client
+            .copy_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .copy_source(format!("{}/{key}", self.bucket))
+            .content_type("application/wasm")
+            .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
+            .send()
+            .await;
+        match touched {
+            Ok(_) => return Ok(false),
+            Err(e) if is_missing(&e) => {}
+            Err(e) => return Err(err("touching", e)),
         }
         if size > self.part_size as u64 {
             self.put_multipart(&key, path).await?;

@@ -279,14 +279,7 @@ impl WorkerControl for WorkerApi {
 fn resolve_bindings(policy: &crate::tenancy::Policy, feed: &mut pb::AssignmentFeed) {
     for a in &mut feed.assignments {
         for b in &mut a.bindings {
-            match policy.resolve(&a.tenant, b) {
-                Ok(resolved) => *b = resolved,
-                Err(e) => {
-                    // Sent redacted: the worker reports the load as failed.
-                    tracing::warn!(tenant = %a.tenant, app = %a.app, error = %e, "resolving a binding");
-                    *b = crate::tenancy::shown(b);
-                }
-            }
+            *b = policy.resolve_for_worker(&a.tenant, &a.app, b);
         }
     }
 }

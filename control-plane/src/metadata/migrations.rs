@@ -109,6 +109,16 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
             "INSERT INTO route_space (id, changes) VALUES (1, 0)",
         ],
     ),
+    (
+        4,
+        &[
+            // Values every replica must agree on (the secrets key's check value).
+            "CREATE TABLE settings (
+            name TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        )",
+        ],
+    ),
 ];
 
 /// Creates the bookkeeping table; run under the backend's migration lock.

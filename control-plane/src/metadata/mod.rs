@@ -180,6 +180,26 @@ impl Metadata {
         tx.commit().await
     }
 
+    /// The setting `name`: the one stored, or `value` when none was (the first replica
+    /// to start sets it).
+    pub async fn setting_or_insert(
+        &self,
+        name: &str,
+        value: &str,
+    ) -> Result<String, MetadataError> {
+        let mut tx = self.db.begin().await?;
+        tx.execute(
+            "INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+            &[name.into(), value.into()],
+        )
+        .await?;
+        let rows = tx
+            .query("SELECT value FROM settings WHERE name = $1", &[name.into()])
+            .await?;
+        tx.commit().await?;
+        text(first(&rows)?, 0)
+    }
+
     /// Every digest some version references.
     pub async fn referenced_digests(
         &self,

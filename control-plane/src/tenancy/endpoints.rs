@@ -4,7 +4,7 @@
 //! Host names must be listed exactly (the operator vouches for what they resolve to);
 //! IP literals must fall in a listed network.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use serde::Deserialize;
 
@@ -39,18 +39,36 @@ pub enum EndpointError {
     },
 }
 
+/// Cloud metadata and host agent addresses outside link-local: Alibaba's
+/// 100.100.100.200 and Azure's wire server 168.63.129.16.
+const METADATA_V4: [Ipv4Addr; 2] = [
+    Ipv4Addr::new(100, 100, 100, 200),
+    Ipv4Addr::new(168, 63, 129, 16),
+];
+
 /// Addresses no tenant may ever reach, whatever the allow-list says: link-local
-/// (where cloud metadata services live), the metadata addresses themselves and
-/// "any".
+/// (where most cloud metadata services live), the other metadata addresses, and
+/// "any"; also when written as IPv4-mapped or NAT64 (`64:ff9b::/96`) IPv6.
 fn forbidden(ip: IpAddr) -> bool {
     match ip {
-        IpAddr::V4(v4) => v4.is_link_local() || v4.is_unspecified() || v4.is_broadcast(),
+        IpAddr::V4(v4) => {
+            v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || METADATA_V4.contains(&v4)
+        }
         IpAddr::V6(v6) => {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return forbidden(IpAddr::V4(v4));
             }
+            let [s0, s1, s2, s3, s4, s5, s6, s7] = v6.segments();
+            if [s0, s1, s2, s3, s4, s5] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                let [a, b] = s6.to_be_bytes();
+                let [c, d] = s7.to_be_bytes();
+                return forbidden(IpAddr::V4(Ipv4Addr::new(a, b, c, d)));
+            }
             // fe80::/10 and AWS's IPv6 metadata address fd00:ec2::254.
-            (v6.segments()[0] & 0xffc0) == 0xfe80
+            (s0 & 0xffc0) == 0xfe80
                 || v6.is_unspecified()
                 || v6 == std::net::Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)
         }
@@ -66,9 +84,9 @@ impl EndpointRule {
         schemes: &'static [&'static str],
         default_port: u16,
     ) -> Result<(), EndpointError> {
-        let uri: http::Uri = url
-            .parse()
-            .map_err(|_| EndpointError::NotAUrl(url.to_string()))?;
+        // Errors show the URL without its password.
+        let shown = || stratus_proto::providers::redacted_url(url);
+        let uri: http::Uri = url.parse().map_err(|_| EndpointError::NotAUrl(shown()))?;
         let scheme = uri.scheme_str().unwrap_or_default().to_ascii_lowercase();
         if !schemes.contains(&scheme.as_str()) {
             return Err(EndpointError::Scheme {
@@ -79,15 +97,28 @@ impl EndpointRule {
         let host = uri
             .host()
             .filter(|h| !h.is_empty())
-            .ok_or_else(|| EndpointError::NotAUrl(url.to_string()))?
+            .ok_or_else(|| EndpointError::NotAUrl(shown()))?
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_ascii_lowercase();
-        let port = uri.port_u16().unwrap_or(match scheme.as_str() {
-            "https" => 443,
-            "http" => 80,
-            _ => default_port,
-        });
+        // The port as written (`http` hides one it cannot parse, which a client would
+        // refuse): after the host, outside IPv6 brackets.
+        let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
+        let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        let written = match host_port.rsplit_once(']') {
+            Some((_, rest)) => rest.strip_prefix(':'),
+            None => host_port.rsplit_once(':').map(|(_, p)| p),
+        };
+        let port = match written {
+            Some(p) => p
+                .parse::<u16>()
+                .map_err(|_| EndpointError::NotAUrl(shown()))?,
+            None => match scheme.as_str() {
+                "https" => 443,
+                "http" => 80,
+                _ => default_port,
+            },
+        };
         let ip = host.parse::<IpAddr>().ok();
         if ip.is_some_and(forbidden) {
             return Err(EndpointError::Forbidden(host));
@@ -148,6 +179,11 @@ mod tests {
                 "{bad}"
             );
         }
+        let big_port = ok("redis://:secret@10.1.2.3:99999");
+        assert!(
+            matches!(&big_port, Err(EndpointError::NotAUrl(shown)) if !shown.contains("secret")),
+            "{big_port:?}"
+        );
         assert!(matches!(
             ok("unix:///var/run/docker.sock"),
             Err(EndpointError::Scheme { .. } | EndpointError::NotAUrl(_))
@@ -167,6 +203,9 @@ mod tests {
             "redis://[fe80::1]:6379",
             "redis://[fd00:ec2::254]:80",
             "redis://[::ffff:169.254.169.254]:80",
+            "redis://[64:ff9b::a9fe:a9fe]:80",
+            "redis://100.100.100.200:80",
+            "redis://168.63.129.16:80",
             "redis://0.0.0.0:6379",
         ] {
             assert!(

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use stratus_proto::binding::{Binding, BindingError, ProviderSpec};
-use stratus_proto::providers::{self, KvProvider, REDACTED};
+use stratus_proto::providers::{self, KvProvider, REDACTED, REFUSED_BACKEND};
 
 use self::endpoints::{EndpointError, EndpointRule};
 use self::secrets::{Sealer, SecretError};
@@ -104,6 +104,8 @@ pub struct Policy {
     sealer: Sealer,
 }
 
+const KEY_CHECK: &str = "stratus-secrets-key-check";
+
 /// Provider options a tenant's own endpoint may carry.
 const OWN_REDIS: &[&str] = &["url", "password"];
 const OWN_DYNAMO: &[&str] = &[
@@ -130,6 +132,12 @@ impl Policy {
             }
             KvProvider::parse(&backend.spec())
                 .map_err(|e| bad(format!("backend `{name}`: {e}")))?;
+            // Workers get the options in the binding syntax: each must survive it.
+            if backend.spec().to_string().parse::<ProviderSpec>().ok() != Some(backend.spec()) {
+                return Err(bad(format!(
+                    "backend `{name}`: option names and values cannot hold `,`, and names cannot hold `=` or `:`; percent-encode them in URLs"
+                )));
+            }
             if backend.default && !defaults.insert(backend.provider.clone()) {
                 return Err(bad(format!(
                     "more than one default `{}` backend",
@@ -153,6 +161,24 @@ impl Policy {
             .unwrap_or_else(|| data_dir.join("secrets.key"));
         let sealer = Sealer::load_or_create(&key_file)?;
         Ok(Self { config, sealer })
+    }
+
+    /// A value sealed with this control plane's key, kept in the metadata database by
+    /// the first replica that starts, so [`Policy::verify_key_check`] can tell every
+    /// later one whether it holds the same key.
+    pub fn key_check(&self) -> Result<String, PolicyError> {
+        Ok(self.sealer.seal(KEY_CHECK, KEY_CHECK)?)
+    }
+
+    /// Fails unless `stored` (the database's key check) opens with this key: a replica
+    /// with another key would hand workers secrets it cannot open.
+    pub fn verify_key_check(&self, stored: &str) -> Result<(), PolicyError> {
+        match self.sealer.open(stored, KEY_CHECK) {
+            Ok(v) if v == KEY_CHECK => Ok(()),
+            _ => Err(PolicyError::Config(
+                "this control plane's secrets key is not the one that sealed the secrets in its metadata database; give every replica the same [tenancy] secrets_key_file".into(),
+            )),
+        }
     }
 
     /// What to store for the bindings a tenant asks for: each checked against the
@@ -197,12 +223,12 @@ impl Policy {
         if provider.options.values().any(|v| Sealer::is_sealed(v)) {
             return Err(refused("values starting `enc:` are reserved".into()));
         }
-        keep_redacted_secrets(&mut provider, &name, current).map_err(refused)?;
         move_url_password(&mut provider).map_err(refused)?;
+        keep_redacted_secrets(&mut provider, &name, current).map_err(refused)?;
         self.check(tenant, &name, &provider)?;
         for (key, value) in provider.options.iter_mut() {
             if providers::SECRET_OPTIONS.contains(&key.as_str()) && !Sealer::is_sealed(value) {
-                *value = self.sealer.seal(value, &name)?;
+                *value = self.sealer.seal(value, &context(tenant, &name, key))?;
             }
         }
         Ok(Binding::KeyValue { bucket, provider })
@@ -356,9 +382,32 @@ impl Policy {
         }
     }
 
-    /// The binding a worker opens, from the stored one: a backend replaced by its
-    /// options, a memory store given its cap, secrets opened. A backend no longer
-    /// offered stays named, and the worker reports it as unresolved.
+    /// What a worker running the app gets for a stored binding: [`Policy::resolve`]'s
+    /// result, or, when the policy (as configured now) refuses it, a binding naming no
+    /// backend that the worker refuses to open, so it reports the app as failed.
+    pub fn resolve_for_worker(&self, tenant: &str, app: &str, stored: &str) -> String {
+        match self.resolve(tenant, stored) {
+            Ok(resolved) => resolved,
+            Err(e) => {
+                tracing::warn!(%tenant, %app, error = %e, "refusing a stored binding");
+                match stored.parse::<Binding>() {
+                    Ok(Binding::KeyValue { bucket, provider }) => Binding::KeyValue {
+                        bucket,
+                        provider: ProviderSpec {
+                            provider: provider.provider,
+                            options: [("backend".to_string(), REFUSED_BACKEND.to_string())].into(),
+                        },
+                    }
+                    .to_string(),
+                    _ => format!("kv=memory:backend={REFUSED_BACKEND}"),
+                }
+            }
+        }
+    }
+
+    /// The binding a worker opens, from the stored one, checked again against the
+    /// policy as configured now (an allow-list narrowed, a backend withdrawn): a backend
+    /// replaced by its options, a memory store given its cap, secrets opened.
     pub fn resolve(&self, tenant: &str, stored: &str) -> Result<String, PolicyError> {
         let binding: Binding = stored.parse()?;
         let name = binding.name();
@@ -369,6 +418,7 @@ impl Policy {
         else {
             return Ok(stored.to_string());
         };
+        self.check(tenant, &name, &provider)?;
         let kind = if provider.provider == "dynamodb" {
             "dynamo"
         } else {
@@ -389,9 +439,9 @@ impl Policy {
             }
             _ => {}
         }
-        for value in provider.options.values_mut() {
+        for (key, value) in provider.options.iter_mut() {
             if Sealer::is_sealed(value) {
-                *value = self.sealer.open(value, &name)?;
+                *value = self.sealer.open(value, &context(tenant, &name, key))?;
             }
         }
         Ok(Binding::KeyValue { bucket, provider }.to_string())
@@ -415,25 +465,43 @@ impl BackendConfig {
     }
 }
 
-/// A secret sent back as `***` (as every read shows it) keeps the stored value.
+/// A secret sent back as `***` (as every read shows it) keeps the stored value, but
+/// only for the same provider with the same other options: a kept secret never goes to
+/// another endpoint or account.
 fn keep_redacted_secrets(
     spec: &mut ProviderSpec,
     name: &str,
     current: &[Binding],
 ) -> Result<(), String> {
+    if !spec.options.values().any(|v| v == REDACTED) {
+        return Ok(());
+    }
     let stored = current.iter().find_map(|b| match b {
         Binding::KeyValue { provider, .. } if b.name() == name => Some(provider),
         _ => None,
     });
+    let public = |s: &ProviderSpec| -> Vec<(String, String)> {
+        s.options
+            .iter()
+            .filter(|(k, _)| !providers::SECRET_OPTIONS.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    };
+    let Some(stored) = stored.filter(|s| s.provider == spec.provider && public(s) == public(spec))
+    else {
+        return Err(
+            "a secret is redacted (`***`) but the binding's provider or other options changed, or nothing is stored to keep; send the value".into(),
+        );
+    };
     for (key, value) in spec.options.iter_mut() {
         if value != REDACTED {
             continue;
         }
-        match stored.and_then(|s| s.options.get(key)) {
+        match stored.options.get(key) {
             Some(kept) if Sealer::is_sealed(kept) => kept.clone_into(value),
             _ => {
                 return Err(format!(
-                    "`{key}` is redacted and there is no stored value to keep; send the value"
+                    "`{key}` is redacted and no value of it is stored; send the value"
                 ));
             }
         }
@@ -441,24 +509,42 @@ fn keep_redacted_secrets(
     Ok(())
 }
 
-/// `redis://user:pw@host` becomes `url=redis://user@host,password=pw`, so the
-/// password is sealed and the URL can be shown.
+/// What a sealed value is bound to: it opens only for this tenant, binding and option.
+fn context(tenant: &str, name: &str, option: &str) -> String {
+    format!("{tenant}/{name}/{option}")
+}
+
+/// `redis://user:pw@host` becomes `url=redis://user@host,password=pw` (decoded, as
+/// the Redis client would decode it), so the password is sealed and the URL can be
+/// shown. `***` in the URL stands for the stored password, like `password=***`.
 fn move_url_password(spec: &mut ProviderSpec) -> Result<(), String> {
     let Some(url) = spec.options.get("url") else {
         return Ok(());
     };
-    let shown = providers::redacted_url(url);
-    if shown == *url {
+    let Some(encoded) = providers::url_password(url).map(str::to_string) else {
         return Ok(());
+    };
+    if encoded.contains(['/', '?', '#', '@']) {
+        return Err(
+            "the URL's password holds `/`, `?`, `#` or `@`, which clients read differently; percent-encode them or use `password=`".into(),
+        );
     }
     if spec.options.contains_key("password") {
         return Err("give the password either in the URL or as `password=`, not both".into());
     }
-    let Some(password) = providers::url_password(url).map(str::to_string) else {
-        return Ok(());
-    };
-    let without = url.replacen(&format!(":{password}@"), "@", 1);
+    let without = url.replacen(&format!(":{encoded}@"), "@", 1);
     spec.options.insert("url".into(), without);
+    if encoded.is_empty() {
+        return Ok(());
+    }
+    let password = if encoded == REDACTED {
+        encoded
+    } else {
+        percent_encoding::percent_decode_str(&encoded)
+            .decode_utf8()
+            .map_err(|_| "the URL's password is not UTF-8 once decoded".to_string())?
+            .into_owned()
+    };
     spec.options.insert("password".into(), password);
     Ok(())
 }

@@ -41,14 +41,15 @@ impl Sealer {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut key = [0u8; KEY_LEN];
                 aws_lc_rs::rand::fill(&mut key).map_err(|_| err("no randomness".into()))?;
-                write_private(
-                    path,
-                    base64::engine::general_purpose::STANDARD
-                        .encode(key)
-                        .as_bytes(),
-                )
-                .map_err(|e| err(e.to_string()))?;
-                key.to_vec()
+                let encoded = base64::engine::general_purpose::STANDARD.encode(key);
+                match write_private(path, encoded.as_bytes()) {
+                    Ok(()) => key.to_vec(),
+                    // Another process made it first: use theirs.
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        return Self::load_or_create(path);
+                    }
+                    Err(e) => return Err(err(e.to_string())),
+                }
             }
             Err(e) => return Err(err(e.to_string())),
         };

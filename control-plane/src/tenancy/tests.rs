@@ -53,8 +53,11 @@ fn tenants_bind_backends_by_name_and_workers_get_their_options() {
     );
     // Not offered to another tenant, at bind time or (if revoked later) at feed time.
     assert!(admit(&p, "globex", "kv=redis:backend=acme-only").is_err());
-    let unresolved = p.resolve("globex", &named.to_string()).unwrap();
-    assert!(unresolved.contains("backend=acme-only"), "{unresolved}");
+    assert!(p.resolve("globex", &named.to_string()).is_err());
+    assert_eq!(
+        p.resolve_for_worker("globex", "app", &named.to_string()),
+        "kv.c=redis:backend=!refused"
+    );
     // The backend decides the table and endpoint; a tenant cannot add options.
     for bad in [
         "kv=dynamo:table=someone-elses",
@@ -172,4 +175,104 @@ fn bad_tenancy_configs_are_refused() {
         let config: TenancyConfig = toml::from_str(bad).unwrap();
         assert!(Policy::new(config, dir.path()).is_err(), "{bad}");
     }
+}
+
+#[test]
+fn a_kept_secret_never_moves_to_another_endpoint() {
+    let (p, _d) = policy("direct_bindings = true");
+    let stored = admit(&p, "local", "kv=redis:url=redis://h1:6379,password=s3cret").unwrap();
+    let current = [stored];
+    // Same endpoint: kept.
+    assert!(
+        p.admit(
+            "local",
+            bindings(&["kv=redis:url=redis://h1:6379,password=***"]),
+            &current
+        )
+        .is_ok()
+    );
+    // Another endpoint, another provider: refused.
+    for moved in [
+        "kv=redis:url=redis://h2:6379,password=***",
+        "kv=dynamo:endpoint=http://h1,access_key_id=a,secret_access_key=***",
+    ] {
+        let refused = p.admit("local", bindings(&[moved]), &current).unwrap_err();
+        assert!(refused.to_string().contains("send the value"), "{refused}");
+    }
+}
+
+#[test]
+fn url_passwords_are_decoded_like_a_client_would_and_ambiguous_ones_refused() {
+    let (p, _d) = policy("direct_bindings = true");
+    let stored = admit(&p, "local", "kv=redis:url=redis://u:p%40ss@h:6379").unwrap();
+    assert_eq!(
+        p.resolve("local", &stored.to_string()).unwrap(),
+        "kv=redis:password=p@ss,url=redis://u@h:6379"
+    );
+    // An empty password is no password.
+    let stored = admit(&p, "local", "kv=redis:url=redis://u:@h:6379").unwrap();
+    assert_eq!(stored.to_string(), "kv=redis:url=redis://u@h:6379");
+    // `***` in the URL keeps the stored password, as `password=***` does.
+    let first = admit(&p, "local", "kv=redis:url=redis://u:pw@h:6379").unwrap();
+    let again = p
+        .admit(
+            "local",
+            bindings(&["kv=redis:url=redis://u:***@h:6379"]),
+            &[first],
+        )
+        .unwrap();
+    assert!(
+        p.resolve("local", &again[0].to_string())
+            .unwrap()
+            .contains("password=pw")
+    );
+    for bad in [
+        "kv=redis:url=redis://u:a/b@h:6379",
+        "kv=redis:url=redis://u:a@b@h:6379",
+    ] {
+        assert!(admit(&p, "local", bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn stored_bindings_are_checked_again_when_a_worker_gets_them() {
+    let (open, dir) = policy(
+        r#"
+[endpoints.redis]
+hosts = ["10.9.0.0/16"]
+"#,
+    );
+    let stored = admit(&open, "acme", "kv=redis:url=redis://10.9.1.1:6379")
+        .unwrap()
+        .to_string();
+    // The operator narrows the allow-list; the same key still opens the secrets.
+    let narrowed: TenancyConfig = toml::from_str("[endpoints.redis]\nhosts = []").unwrap();
+    let narrowed = Policy::new(narrowed, dir.path()).unwrap();
+    assert!(narrowed.resolve("acme", &stored).is_err());
+    let sent = narrowed.resolve_for_worker("acme", "app", &stored);
+    assert_eq!(sent, "kv=redis:backend=!refused");
+    let worker_sees = KvProvider::parse(&sent["kv=".len()..].parse().unwrap()).unwrap_err();
+    assert!(worker_sees.to_string().contains("policy"), "{worker_sees}");
+    // Nor does a bare provider fall back to the worker's own localhost.
+    let (shared, _d) = policy("");
+    assert!(shared.resolve("acme", "kv=redis").is_err());
+}
+
+#[test]
+fn replicas_with_another_secrets_key_are_refused() {
+    let (a, _da) = policy("");
+    let (b, _db) = policy("");
+    let check = a.key_check().unwrap();
+    assert!(a.verify_key_check(&check).is_ok());
+    assert!(b.verify_key_check(&check).is_err());
+}
+
+#[test]
+fn backend_options_must_survive_the_binding_syntax() {
+    let dir = tempfile::tempdir().unwrap();
+    let config: TenancyConfig = toml::from_str(
+        "[backends.x]\nprovider = \"redis\"\noptions = { url = \"redis://h\", password = \"a,b\" }",
+    )
+    .unwrap();
+    assert!(Policy::new(config, dir.path()).is_err());
 }

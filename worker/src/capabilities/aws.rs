@@ -32,7 +32,7 @@ pub async fn sdk_config(
     if let Some(c) = credentials {
         loader = loader.credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
             c.access_key_id.clone(),
-            c.secret_access_key.clone(),
+            c.secret_access_key.expose().to_string(),
             None,
             None,
             "stratus-binding",

@@ -9,26 +9,30 @@ use std::path::Path;
 use std::sync::Arc;
 
 use self::config::ConfigValues;
-use self::keyvalue::{KvBindings, OpenError};
+use self::keyvalue::{KvBindings, KvProvider, OpenError};
+use crate::binding::ProviderSpec;
 use crate::binding::{Binding, BindingError};
+use std::sync::Weak;
 
 /// Providers open on this worker, shared by the apps bound to the same spec and closed
 /// once no app uses them.
 ///
 /// - Each spec opens at most once at a time, but different specs open concurrently: a
 ///   provider that takes its whole connect timeout to fail delays only the apps bound
-///   to it.
+///   to it, and the apps waiting on that open fail with it rather than each trying
+///   again in turn.
 /// - The table holds providers weakly: when the last app bound to one is dropped, so is
 ///   its connection pool (or embedded file).
-/// - A memory store is never shared between apps: each app's is its own, so one app
-///   filling its quota never fails another's writes.
+/// - Memory stores are never shared between apps: an app has one, however many of its
+///   buckets are bound to memory, as large as the largest of those bindings, so one
+///   app filling its store never fails another's writes and cannot multiply its quota.
 #[derive(Default)]
 pub struct Providers {
     kv: std::sync::Mutex<std::collections::HashMap<String, Arc<KvSlot>>>,
 }
 
-/// One spec's provider: opened once, held weakly.
-type KvSlot = tokio::sync::OnceCell<std::sync::Weak<dyn keyvalue::KeyValue>>;
+/// One spec's provider: opened once (or failed once), held weakly.
+type KvSlot = tokio::sync::OnceCell<Result<Weak<dyn keyvalue::KeyValue>, Arc<OpenError>>>;
 
 impl Providers {
     fn table(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Arc<KvSlot>>> {
@@ -38,30 +42,38 @@ impl Providers {
     async fn kv(
         &self,
         spec: &crate::binding::ProviderSpec,
-        app: &str,
+        key: String,
         data_dir: &Path,
     ) -> Result<Arc<dyn keyvalue::KeyValue>, OpenError> {
-        let key = if spec.provider == "memory" {
-            format!("{spec}@{app}")
-        } else {
-            spec.to_string()
-        };
         loop {
             let slot = {
                 let mut table = self.table();
-                // Forget providers every app has let go of (and failed opens).
-                table.retain(|_, slot| slot.get().is_none_or(|weak| weak.strong_count() > 0));
+                // Forget providers every app has let go of, and failed opens nobody
+                // waits on any more (the next load tries again).
+                table.retain(|_, slot| match slot.get() {
+                    None => true,
+                    Some(Ok(weak)) => weak.strong_count() > 0,
+                    Some(Err(_)) => Arc::strong_count(slot) > 1,
+                });
                 table.entry(key.clone()).or_default().clone()
             };
             let mut opened = None;
-            let weak = slot
-                .get_or_try_init(|| async {
-                    let store = keyvalue::open_provider(spec, data_dir).await?;
-                    let weak = Arc::downgrade(&store);
-                    opened = Some(store);
-                    Ok::<_, OpenError>(weak)
+            let outcome = slot
+                .get_or_init(|| async {
+                    match keyvalue::open_provider(spec, data_dir).await {
+                        Ok(store) => {
+                            let weak = Arc::downgrade(&store);
+                            opened = Some(store);
+                            Ok(weak)
+                        }
+                        Err(e) => Err(Arc::new(e)),
+                    }
                 })
-                .await?;
+                .await;
+            let weak = match outcome {
+                Ok(weak) => weak,
+                Err(e) => return Err(OpenError::Shared(e.clone())),
+            };
             if let Some(store) = opened.or_else(|| weak.upgrade()) {
                 return Ok(store);
             }
@@ -77,7 +89,7 @@ impl Providers {
     pub fn open_count(&self) -> usize {
         self.table()
             .values()
-            .filter(|slot| slot.get().is_some_and(|weak| weak.strong_count() > 0))
+            .filter(|slot| matches!(slot.get(), Some(Ok(weak)) if weak.strong_count() > 0))
             .count()
     }
 }
@@ -113,12 +125,38 @@ impl Capabilities {
         providers: &Providers,
     ) -> Result<Self, OpenError> {
         Self::check(bindings)?;
+        // One memory store per app, as large as its largest memory binding.
+        let memory = bindings
+            .iter()
+            .filter_map(|b| match b {
+                Binding::KeyValue { provider, .. } => match KvProvider::parse(provider) {
+                    Ok(KvProvider::Memory { capacity }) => Some(capacity),
+                    _ => None,
+                },
+                Binding::Config { .. } => None,
+            })
+            .max()
+            .map(|capacity| ProviderSpec {
+                provider: "memory".into(),
+                options: [("max_mb".to_string(), (capacity >> 20).max(1).to_string())].into(),
+            });
         let mut kv = KvBindings::default();
         let mut config: Option<BTreeMap<String, String>> = None;
         for binding in bindings {
             match binding {
                 Binding::KeyValue { bucket, provider } => {
-                    let store = providers.kv(provider, app, data_dir).await?;
+                    let store = match &memory {
+                        Some(spec) if provider.provider == "memory" => {
+                            providers
+                                .kv(spec, format!("memory@{app}"), data_dir)
+                                .await?
+                        }
+                        _ => {
+                            providers
+                                .kv(provider, provider.to_string(), data_dir)
+                                .await?
+                        }
+                    };
                     match bucket {
                         None => kv.default = Some(store),
                         Some(b) => {

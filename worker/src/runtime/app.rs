@@ -362,11 +362,13 @@ impl App {
             let permit = permit;
             let mut store = store;
             let started = Instant::now();
+            let mut instantiated = proxy.is_some();
             let outcome = tokio::time::timeout(timeout, async {
                 let proxy = match proxy {
                     Some(proxy) => proxy,
                     None => app.pre.instantiate_async(&mut store).await?,
                 };
+                instantiated = true;
                 proxy
                     .wasi_http_incoming_handler()
                     .call_handle(&mut store, req, out)
@@ -374,9 +376,13 @@ impl App {
             })
             .await;
             app.ship_logs(&store, id);
+            // An instance the worker's memory budget had no room to start is the
+            // worker's overload, not the guest's fault.
+            let starved = !instantiated && store.data().limiter.charge.refused();
             super::teardown::release(store, permit, app.clone());
             let outcome = match outcome {
                 Err(_) => Err(InvocationError::Timeout(timeout)),
+                Ok(Err(_)) if starved => Err(InvocationError::Overloaded),
                 Ok(Err(trap)) => Err(match trap.downcast_ref::<CpuLimitExceeded>() {
                     Some(&exceeded) => InvocationError::CpuLimit(exceeded),
                     None => InvocationError::Trap(format!("{trap:#}")),

@@ -110,6 +110,10 @@ pub(super) struct Charge {
     budget: Arc<MemoryBudget>,
     linear: usize,
     host: usize,
+    /// The last growth charged, returned if the growth then fails.
+    last_growth: usize,
+    /// Whether the budget refused a growth.
+    refused: bool,
 }
 
 impl Charge {
@@ -118,6 +122,8 @@ impl Charge {
             budget,
             linear: 0,
             host: 0,
+            last_growth: 0,
+            refused: false,
         }
     }
 
@@ -126,8 +132,23 @@ impl Charge {
         let ok = self.budget.linear.try_take(bytes);
         if ok {
             self.linear += bytes;
+            self.last_growth = bytes;
+        } else {
+            self.refused = true;
         }
         ok
+    }
+
+    /// A growth charged but not made (the allocator failed): its bytes go back.
+    fn growth_failed(&mut self) {
+        let bytes = std::mem::take(&mut self.last_growth);
+        self.linear -= bytes;
+        self.budget.linear.give(bytes);
+    }
+
+    /// Whether the budget refused this invocation memory.
+    pub(super) fn refused(&self) -> bool {
+        self.refused
     }
 
     /// Grants resources beyond the floor, up to `most` in all; returns the capacity the
@@ -169,6 +190,7 @@ impl ResourceLimiter for Limiter {
     }
 
     fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.charge.growth_failed();
         self.limits.memory_grow_failed(error)
     }
 

@@ -185,7 +185,7 @@ pub async fn open(
             &path.unwrap_or_else(|| data_dir.join("kv.redb")),
         )?),
         KvProvider::Redis { url, password } => {
-            Arc::new(RedisStore::connect(&url, password.as_deref()).await?)
+            Arc::new(RedisStore::connect(&url, password.as_ref().map(|p| p.expose())).await?)
         }
         KvProvider::Dynamo(config) => Arc::new(DynamoStore::connect(config).await?),
     })
@@ -205,6 +205,9 @@ pub enum OpenError {
     Binding(#[from] BindingError),
     #[error(transparent)]
     Provider(#[from] KvError),
+    /// The same failure, for every app that waited on one attempt to open a provider.
+    #[error(transparent)]
+    Shared(Arc<OpenError>),
 }
 
 /// The key-value providers bound for one app: a default and per-bucket overrides.
