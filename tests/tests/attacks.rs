@@ -34,7 +34,10 @@ struct Platform {
     apps: String,
     /// Kept running for the test's length.
     _cp: Dev,
-    _worker: Dev,
+    worker: Option<Dev>,
+    /// How the worker was started, to start it again.
+    worker_args: Vec<String>,
+    worker_token: String,
     http: reqwest::Client,
     /// A port the allow-list admits for tenants' own Redis: a black hole.
     allowed_port: u16,
@@ -119,34 +122,47 @@ ports = [{allowed_port}]
             &[],
         )
         .unwrap_or_else(|e| panic!("the control plane did not start: {e}"));
-        let worker = Dev::spawn(
-            &binary("stratus-worker"),
-            &[
-                "--control-plane",
-                &format!("http://127.0.0.1:{grpc}"),
-                "--id",
-                "w1",
-                "--listen",
-                &format!("127.0.0.1:{apps}"),
-                "--data-dir",
-                dir.path().join("worker").to_str().unwrap(),
-                "--app-concurrency",
-                "64",
-                "--timeout-ms",
-                "4000",
-            ],
-            &[("STRATUS_WORKER_TOKEN", worker_token.as_str())],
-        )
-        .unwrap_or_else(|e| panic!("the worker did not start: {e}"));
+        let worker_args: Vec<String> = [
+            "--control-plane",
+            &format!("http://127.0.0.1:{grpc}"),
+            "--id",
+            "w1",
+            "--listen",
+            &format!("127.0.0.1:{apps}"),
+            "--data-dir",
+            dir.path().join("worker").to_str().unwrap(),
+            "--app-concurrency",
+            "2",
+            "--timeout-ms",
+            "4000",
+        ]
+        .map(String::from)
+        .to_vec();
+        let worker = spawn_worker(&worker_args, &worker_token)
+            .unwrap_or_else(|e| panic!("the worker did not start: {e}"));
         Platform {
             dir,
             api: format!("http://127.0.0.1:{api}"),
             apps: format!("http://127.0.0.1:{apps}"),
             _cp: cp,
-            _worker: worker,
+            worker: Some(worker),
+            worker_args,
+            worker_token,
             http: reqwest::Client::new(),
             allowed_port,
         }
+    }
+
+    /// Kills the worker and starts it again; the thread returns it once it has printed
+    /// its banner.
+    fn restart_worker(&mut self) -> std::thread::JoinHandle<Result<Dev, String>> {
+        drop(self.worker.take());
+        let (args, token) = (self.worker_args.clone(), self.worker_token.clone());
+        std::thread::spawn(move || spawn_worker(&args, &token))
+    }
+
+    fn worker_log(&self) -> String {
+        self.worker.as_ref().map(Dev::stderr).unwrap_or_default()
     }
 
     fn token(&self, tenant: &str, role: &str) -> String {
@@ -197,6 +213,15 @@ ports = [{allowed_port}]
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+fn spawn_worker(args: &[String], token: &str) -> Result<Dev, String> {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Dev::spawn(
+        &binary("stratus-worker"),
+        &args,
+        &[("STRATUS_WORKER_TOKEN", token)],
+    )
 }
 
 fn refused(status: u16, body: &Value, want: u16, what: &str) {
@@ -439,7 +464,7 @@ async fn refusals_reach_the_client_and_nothing_unreferenced_is_kept() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_tenant_cannot_starve_or_stall_another() {
-    let p = Platform::start();
+    let mut p = Platform::start();
     // acme: a looping function, and an app whose provider never answers.
     let (status, body) = p
         .deploy("acme", "spin", "hostile", json!({"routes": ["/loop"]}))
@@ -483,7 +508,6 @@ async fn one_tenant_cannot_starve_or_stall_another() {
         !matches!(state, "ready" | "failed"),
         "the black hole is still connecting when globex is served: {stuck}"
     );
-    holding.abort();
 
     // Three times as many connections as the worker has slots keep the loop busy:
     // without a per-app share they hold every slot and queue ahead of hello, which
@@ -517,7 +541,7 @@ async fn one_tenant_cannot_starve_or_stall_another() {
         )
         .await
         .expect("hello is answered under the flood");
-        let log = p._worker.stderr();
+        let log = p.worker_log();
         let tail: String = log.lines().rev().take(15).collect::<Vec<_>>().join("\n");
         assert_eq!(reply.status, 200, "{}\n{tail}", reply.text());
     }
@@ -526,4 +550,30 @@ async fn one_tenant_cannot_starve_or_stall_another() {
         throttled += f.await.unwrap();
     }
     assert!(throttled > 0, "past its share the looping app gets 429");
+
+    // A restarted worker listens at once: hello answers before the worker's banner,
+    // which waits until the black-hole app it restores has failed to connect.
+    let restarted = p.restart_worker();
+    let http = Http::default();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(reply) = http
+            .send("GET", &format!("{}/hello", p.apps), Vec::new())
+            .await
+            && reply.status == 200
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "hello never served after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !restarted.is_finished(),
+        "hello was served before the restored black-hole app had failed"
+    );
+    p.worker = Some(restarted.join().unwrap().expect("the worker starts"));
+    holding.abort();
 }

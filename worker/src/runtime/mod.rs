@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use self::app::{App, InvocationError, Response};
-pub use self::cpu_time::CpuLimitExceeded;
+pub use self::cpu_time::{CpuLimitExceeded, guests_spinning};
 pub use self::imports::LoadError;
 pub use self::teardown::poll_deferring_teardown;
 pub use stratus_proto::interfaces::check_imports;

@@ -13,7 +13,9 @@
 //! once the thread's local queue is empty (on the same thread, after polling for I/O)
 //! or at its next maintenance pass (every 61 task polls), whichever comes first. Only
 //! a response whose request had company waits: a lone request has nothing to share a
-//! burst with, and goes out at once. Writes before the response (`100 Continue`) and
+//! burst with, and goes out at once. Nor does one wait while a guest spins on the
+//! worker: its thread then polls it a tick (5 ms) at a time, and 61 polls of that would
+//! hold every other app's response for a third of a second. Writes before the response (`100 Continue`) and
 //! the rest of a streamed body never wait.
 
 use std::sync::Arc;
@@ -48,7 +50,7 @@ impl Handling {
     pub async fn respond<R>(self, response: R) -> R {
         let in_flight = self.0.clone();
         drop(self);
-        if in_flight.load(Ordering::Relaxed) > 0 {
+        if in_flight.load(Ordering::Relaxed) > 0 && !crate::runtime::guests_spinning() {
             HELD_TOTAL.fetch_add(1, Ordering::Relaxed);
             tokio::task::yield_now().await;
         }
