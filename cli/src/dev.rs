@@ -68,7 +68,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         listener,
         Target::App(Arc::new(app)),
         timeout,
-        shutdown_signal(),
+        stratus_worker::signal::shutdown_signal(),
     )
     .await?;
     Ok(())
@@ -92,25 +92,4 @@ pub fn default_app_name(path: &std::path::Path) -> String {
         .take(128)
         .collect();
     if name.is_empty() { "app".into() } else { name }
-}
-
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

@@ -205,7 +205,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     {
         let stop = stop.clone();
         tokio::spawn(async move {
-            crate::dev::shutdown_signal().await;
+            stratus_worker::signal::shutdown_signal().await;
             let _ = stop.send(true);
         });
     }

@@ -41,12 +41,6 @@ pub const REDACTED: &str = "***";
 /// refuses it: no backend has this name, and the worker reports the refusal.
 pub const REFUSED_BACKEND: &str = "!refused";
 
-/// Whether `option` of a provider carries a secret: a secret option, or a URL with a
-/// password in it.
-pub fn is_secret(option: &str, value: &str) -> bool {
-    SECRET_OPTIONS.contains(&option) || (option == "url" && url_password(value).is_some())
-}
-
 /// A secret option's value: shown as [`REDACTED`] by `Debug`, so it never reaches a log
 /// through a derived `Debug`.
 #[derive(Clone, PartialEq, Eq)]
@@ -279,14 +273,14 @@ mod tests {
             "{shown}"
         );
         assert_eq!(shown, "redis:password=***,url=redis://u:***@h:6379/0");
-        assert!(is_secret("url", "rediss://:p@h"));
+        assert!(url_password("rediss://:p@h").is_some());
         // A password holding `@`, `/`, `?` or `#` is redacted whole.
         assert_eq!(
             redacted_url("redis://u:p/a?s#s@w@h:1/0"),
             "redis://u:***@h:1/0"
         );
-        assert!(!is_secret("url", "redis://h:6379"));
-        assert!(is_secret("secret_access_key", "x"));
+        assert!(url_password("redis://h:6379").is_none());
+        assert!(SECRET_OPTIONS.contains(&"secret_access_key"));
         let dynamo: ProviderSpec = "dynamo:access_key_id=AK,secret_access_key=SK"
             .parse()
             .unwrap();

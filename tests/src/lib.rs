@@ -56,6 +56,31 @@ pub fn wasm(name: &str) -> PathBuf {
     path
 }
 
+/// Runs `cmd` to completion and returns its stdout; a failure fails the test with the
+/// command's stderr.
+pub fn output_of(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("the command starts");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `stratus-control-plane --config CONFIG mint-token ARGS`: the token it prints.
+pub fn mint_token(config: &Path, args: &[&str]) -> String {
+    output_of(
+        Command::new(binary("stratus-control-plane"))
+            .arg("--config")
+            .arg(config)
+            .arg("mint-token")
+            .args(args),
+    )
+    .trim()
+    .to_string()
+}
+
 /// A port free on loopback right now (another process could take it before use; the
 /// tests bind soon after).
 pub fn free_port() -> u16 {

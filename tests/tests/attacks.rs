@@ -24,7 +24,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use stratus_tests::{Dev, Http, binary, free_port, redis_url, wasm};
+use stratus_tests::{Dev, Http, binary, free_port, mint_token, redis_url, wasm};
 
 const SECRET: &str = "attacks-secret-attacks-secret-attacks";
 
@@ -100,17 +100,7 @@ ports = [{allowed_port}]
             ),
         )
         .unwrap();
-        let mint = |args: &[&str]| {
-            let out = std::process::Command::new(binary("stratus-control-plane"))
-                .arg("--config")
-                .arg(&config)
-                .arg("mint-token")
-                .args(args)
-                .output()
-                .unwrap();
-            assert!(out.status.success());
-            String::from_utf8(out.stdout).unwrap().trim().to_string()
-        };
+        let mint = |args: &[&str]| mint_token(&config, args);
         let worker_token = mint(&["--worker", "--pool", "default"]);
         for (tenant, role) in [("acme", "admin"), ("globex", "admin"), ("acme", "viewer")] {
             let token = mint(&["--tenant", tenant, "--role", role]);

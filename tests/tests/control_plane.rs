@@ -378,24 +378,7 @@ default = true
     .unwrap();
     let cp_bin = binary("stratus-control-plane");
     let config_arg = config.to_str().unwrap();
-    let mint = std::process::Command::new(&cp_bin)
-        .args([
-            "--config",
-            config_arg,
-            "mint-token",
-            "--tenant",
-            "acme",
-            "--role",
-            "deployer",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        mint.status.success(),
-        "{}",
-        String::from_utf8_lossy(&mint.stderr)
-    );
-    let token = String::from_utf8(mint.stdout).unwrap().trim().to_string();
+    let token = stratus_tests::mint_token(&config, &["--tenant", "acme", "--role", "deployer"]);
 
     let cp = Dev::spawn(&cp_bin, &["--config", config_arg, "serve"], &[]).unwrap();
     let home = tempfile::tempdir().unwrap();

@@ -61,9 +61,8 @@ fn every_rust_file_starts_with_a_module_doc() {
 fn the_control_plane_links_no_runtime_and_no_provider_sdk() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = std::process::Command::new(cargo)
-        .current_dir(root)
-        .args([
+    let tree =
+        stratus_tests::output_of(std::process::Command::new(cargo).current_dir(root).args([
             "tree",
             "--offline",
             "--locked",
@@ -75,15 +74,7 @@ fn the_control_plane_links_no_runtime_and_no_provider_sdk() {
             "none",
             "--format",
             "{p}",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let tree = String::from_utf8(out.stdout).unwrap();
+        ]));
     assert!(tree.contains("stratus-proto"), "{tree}");
     let forbidden: Vec<&str> = tree
         .lines()

@@ -15,7 +15,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use stratus_tests::{Dev, Http, binary, fnctl_env, free_port, wasm};
+use stratus_tests::{Dev, Http, binary, fnctl_env, free_port, mint_token, output_of, wasm};
 
 /// A platform's shared setup: a config on its own Postgres schema and S3 bucket, tokens,
 /// and an `fnctl` login directory.
@@ -79,19 +79,7 @@ interval_ms = 200
 
     /// `stratus-control-plane mint-token ARGS`.
     fn mint(&self, args: &[&str]) -> String {
-        let out = std::process::Command::new(binary("stratus-control-plane"))
-            .arg("--config")
-            .arg(self.dir.path().join("control-plane.toml"))
-            .arg("mint-token")
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
+        mint_token(&self.dir.path().join("control-plane.toml"), args)
     }
 
     fn control_plane(&self, api: u16, grpc: u16) -> Dev {
@@ -599,15 +587,10 @@ async fn workers_need_a_worker_token_for_their_pool() {
 
 /// Runs `openssl` with `args` in `dir`.
 fn openssl(dir: &Path, args: &[&str]) {
-    let out = std::process::Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    output_of(
+        std::process::Command::new("openssl")
+            .current_dir(dir)
+            .args(args),
     );
 }
 

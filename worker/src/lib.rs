@@ -7,6 +7,7 @@
 //!   forwarding to the pool's other workers.
 //! - [`agent`]: following the control plane's assignments over gRPC.
 //! - [`binding`]: the `KIND[.NAME]=PROVIDER[:OPTS]` binding syntax (from `stratus-proto`).
+//! - [`limits`], [`signal`]: the runtime flags and the shutdown signal the binaries share.
 
 // Unit tests may unwrap: a panic there is a failed test, not a crashed worker.
 #![cfg_attr(
@@ -25,4 +26,5 @@ pub mod capabilities;
 mod generated;
 pub mod limits;
 pub mod runtime;
+pub mod signal;
 pub mod trigger;

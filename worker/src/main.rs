@@ -76,7 +76,7 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
     };
     let (stop_serving, serving_stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
-        shutdown_signal().await;
+        stratus_worker::signal::shutdown_signal().await;
         let _ = stop.send(true);
     });
     let http = tokio::spawn(stratus_worker::trigger::http::serve(
@@ -95,20 +95,4 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
         .context("the HTTP listener")?
         .context("serving apps")?;
     Ok(())
-}
-
-/// SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }

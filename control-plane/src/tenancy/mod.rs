@@ -216,15 +216,11 @@ impl Policy {
             provider: provider.clone(),
         }
         .name();
-        let refused = |reason: String| PolicyError::Refused {
-            binding: name.clone(),
-            reason,
-        };
         if provider.options.values().any(|v| Sealer::is_sealed(v)) {
-            return Err(refused("values starting `enc:` are reserved".into()));
+            return Err(refused(&name, "values starting `enc:` are reserved"));
         }
-        move_url_password(&mut provider).map_err(refused)?;
-        keep_redacted_secrets(&mut provider, &name, current).map_err(refused)?;
+        move_url_password(&mut provider).map_err(|why| refused(&name, why))?;
+        keep_redacted_secrets(&mut provider, &name, current).map_err(|why| refused(&name, why))?;
         self.check(tenant, &name, &provider)?;
         for (key, value) in provider.options.iter_mut() {
             if providers::SECRET_OPTIONS.contains(&key.as_str()) && !Sealer::is_sealed(value) {
@@ -236,12 +232,9 @@ impl Policy {
 
     /// Whether `tenant` may bind `spec` (secrets still in the clear).
     fn check(&self, tenant: &str, name: &str, spec: &ProviderSpec) -> Result<(), PolicyError> {
-        let refused = |reason: String| PolicyError::Refused {
-            binding: name.to_string(),
-            reason,
-        };
+        let refused = |reason: String| refused(name, reason);
         let options: Vec<&str> = spec.options.keys().map(String::as_str).collect();
-        match spec.provider.as_str() {
+        match kind(&spec.provider) {
             "memory" => {
                 // Without `max_mb` the store gets the cap (see `resolve`).
                 if let KvProvider::Memory { capacity } = KvProvider::parse(spec)?
@@ -264,17 +257,12 @@ impl Policy {
                     ))
                 }
             }
-            "redis" | "dynamo" | "dynamodb" => {
-                let provider = if spec.provider == "dynamodb" {
-                    "dynamo"
-                } else {
-                    spec.provider.as_str()
-                };
-                // Malformed first (422), then what the policy allows (403).
-                providers::check_stored(&[Binding::KeyValue {
-                    bucket: None,
-                    provider: spec.clone(),
-                }])?;
+            provider @ ("redis" | "dynamo") => {
+                // Malformed first (422), then what the policy allows (403); a backend
+                // stands for options the operator fills in.
+                let mut plain = spec.clone();
+                plain.options.remove("backend");
+                let parsed = KvProvider::parse(&plain)?;
                 if options.contains(&"backend") || options.is_empty() {
                     if options.len() > 1 {
                         return Err(refused(
@@ -288,10 +276,9 @@ impl Policy {
                     };
                 }
                 if self.config.direct_bindings {
-                    KvProvider::parse(spec)?;
                     return Ok(());
                 }
-                self.check_own_endpoint(name, provider, spec)
+                self.check_own_endpoint(name, provider, spec, &parsed)
             }
             _ => {
                 KvProvider::parse(spec)?;
@@ -305,17 +292,20 @@ impl Policy {
         name: &str,
         provider: &str,
         spec: &ProviderSpec,
+        parsed: &KvProvider,
     ) -> Result<(), PolicyError> {
-        let refused = |reason: String| PolicyError::Refused {
-            binding: name.to_string(),
-            reason,
+        let refused = |reason: String| refused(name, reason);
+        let (provider, allowed, endpoint_key, schemes, port): (
+            _,
+            _,
+            _,
+            &'static [&'static str],
+            _,
+        ) = if provider == "redis" {
+            ("redis", OWN_REDIS, "url", &["redis", "rediss"], 6379)
+        } else {
+            ("dynamo", OWN_DYNAMO, "endpoint", &["https", "http"], 443)
         };
-        let (allowed, endpoint_key, schemes, port, label): (_, _, &'static [&'static str], _, _) =
-            if provider == "redis" {
-                (OWN_REDIS, "url", &["redis", "rediss"], 6379, "redis")
-            } else {
-                (OWN_DYNAMO, "endpoint", &["https", "http"], 443, "dynamo")
-            };
         if let Some(k) = spec.options.keys().find(|k| !allowed.contains(&k.as_str())) {
             return Err(refused(format!(
                 "option `{k}` is the backend's to decide; bind a backend (`kv={provider}` or `kv={provider}:backend=NAME`)"
@@ -331,12 +321,12 @@ impl Policy {
                 "this platform does not allow tenants' own {provider} endpoints; bind a backend (`kv={provider}` or `kv={provider}:backend=NAME`)"
             ))
         })?;
-        rule.check(label, endpoint, schemes, port)
+        rule.check(provider, endpoint, schemes, port)
             .map_err(|source| PolicyError::Endpoint {
                 binding: name.to_string(),
                 source,
             })?;
-        if let KvProvider::Dynamo(d) = KvProvider::parse(spec)?
+        if let KvProvider::Dynamo(d) = parsed
             && d.credentials.is_none()
         {
             return Err(refused(
@@ -419,11 +409,7 @@ impl Policy {
             return Ok(stored.to_string());
         };
         self.check(tenant, &name, &provider)?;
-        let kind = if provider.provider == "dynamodb" {
-            "dynamo"
-        } else {
-            provider.provider.as_str()
-        };
+        let kind = kind(&provider.provider);
         match kind {
             "memory" if !provider.options.contains_key("max_mb") => {
                 provider
@@ -445,6 +431,22 @@ impl Policy {
             }
         }
         Ok(Binding::KeyValue { bucket, provider }.to_string())
+    }
+}
+
+/// The provider tag as the policy knows it: `dynamodb` is an alias of `dynamo`.
+fn kind(provider: &str) -> &str {
+    if provider == "dynamodb" {
+        "dynamo"
+    } else {
+        provider
+    }
+}
+
+fn refused(name: &str, reason: impl Into<String>) -> PolicyError {
+    PolicyError::Refused {
+        binding: name.to_string(),
+        reason: reason.into(),
     }
 }
 

@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use self::config::ConfigValues;
 use self::keyvalue::{KvBindings, KvProvider, OpenError};
-use crate::binding::ProviderSpec;
 use crate::binding::{Binding, BindingError};
 use std::sync::Weak;
 
@@ -125,21 +124,18 @@ impl Capabilities {
         providers: &Providers,
     ) -> Result<Self, OpenError> {
         Self::check(bindings)?;
-        // One memory store per app, as large as its largest memory binding.
+        // One memory store per app, opened with its largest memory binding.
         let memory = bindings
             .iter()
             .filter_map(|b| match b {
                 Binding::KeyValue { provider, .. } => match KvProvider::parse(provider) {
-                    Ok(KvProvider::Memory { capacity }) => Some(capacity),
+                    Ok(KvProvider::Memory { capacity }) => Some((capacity, provider)),
                     _ => None,
                 },
                 Binding::Config { .. } => None,
             })
-            .max()
-            .map(|capacity| ProviderSpec {
-                provider: "memory".into(),
-                options: [("max_mb".to_string(), (capacity >> 20).max(1).to_string())].into(),
-            });
+            .max_by_key(|(capacity, _)| *capacity)
+            .map(|(_, spec)| spec);
         let mut kv = KvBindings::default();
         let mut config: Option<BTreeMap<String, String>> = None;
         for binding in bindings {
