@@ -8,6 +8,7 @@ STRATUS_VENV="${STRATUS_VENV:-$HOME/.cache/stratus-venv}"
 MOTO_PORT="${MOTO_PORT:-5000}"
 REDIS_PORT="${REDIS_PORT:-6379}"
 POSTGRES_PORT="${POSTGRES_PORT:-5432}"
+NATS_PORT="${NATS_PORT:-4222}"
 
 # The local AWS emulator accepts any credentials; these keep the SDK's credential chain
 # from ever looking for instance metadata.
@@ -16,6 +17,7 @@ export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-test}"
 export AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-test}"
 export AWS_REGION="${AWS_REGION:-us-east-1}"
 export AWS_EC2_METADATA_DISABLED=true
+export STRATUS_TEST_NATS_URL="${STRATUS_TEST_NATS_URL:-nats://127.0.0.1:$NATS_PORT}"
 export STRATUS_TEST_REDIS_URL="${STRATUS_TEST_REDIS_URL:-redis://127.0.0.1:$REDIS_PORT}"
 export STRATUS_TEST_POSTGRES_URL="${STRATUS_TEST_POSTGRES_URL:-postgres://postgres:postgres@127.0.0.1:$POSTGRES_PORT/test}"
 

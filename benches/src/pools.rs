@@ -106,6 +106,7 @@ async fn scheduler() -> anyhow::Result<Vec<(String, String, String)>> {
         scheduler: Default::default(),
         tenancy: Default::default(),
         collector: Default::default(),
+        timers: Default::default(),
     };
     let cp = ControlPlane::open(&config).await?;
     let state = cp.state.clone();
@@ -126,6 +127,7 @@ async fn scheduler() -> anyhow::Result<Vec<(String, String, String)>> {
                     digest: format!("{i:064x}"),
                     size_bytes: 1,
                     imports: Vec::new(),
+                    handlers: vec![stratus_proto::interfaces::Handler::Http],
                 };
                 state
                     .metadata
@@ -198,6 +200,7 @@ async fn scheduler() -> anyhow::Result<Vec<(String, String, String)>> {
                             .heartbeat(pb::HeartbeatRequest {
                                 worker_id: beat_id.clone(),
                                 apps_ready: 0,
+                                triggers: Vec::new(),
                             })
                             .await;
                     }

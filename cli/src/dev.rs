@@ -6,10 +6,12 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
+use stratus_proto::triggers::QueueTrigger;
 use stratus_worker::binding::Binding;
 use stratus_worker::capabilities::Capabilities;
 use stratus_worker::runtime::Runtime;
 use stratus_worker::trigger::http::Target;
+use stratus_worker::trigger::queue::QueueConsumer;
 
 #[derive(Args)]
 #[command(after_help = "\
@@ -20,7 +22,10 @@ Examples:
   fnctl dev app.wasm --bind kv=dynamo:table=my-table,region=eu-west-1
 
 Providers for kv: memory[:max_mb=N], embedded[:path=FILE], redis[:url=URL],
-dynamo[:table=NAME,region=REGION,endpoint=URL,create_table=true|false]")]
+dynamo[:table=NAME,region=REGION,endpoint=URL,create_table=true|false]
+
+Queue triggers: fnctl dev jobs.wasm --bind kv=embedded --queue jobs=embedded
+  then: fnctl queue send jobs 'resize photo-17'")]
 pub struct DevArgs {
     /// The component to run (a `wasm32-wasip2` component exporting wasi:http).
     component: PathBuf,
@@ -38,6 +43,10 @@ pub struct DevArgs {
     /// Directory for embedded stores and the compiled-component cache.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Also start the component on a queue's messages: NAME=SOURCE[:OPT=VAL,...]
+    /// (repeatable); feed an `embedded` one with `fnctl queue send NAME BODY`.
+    #[arg(long = "queue", short = 'q', value_name = "TRIGGER")]
+    queues: Vec<QueueTrigger>,
 }
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
@@ -58,6 +67,23 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let app = runtime
         .load(&name, &bytes, capabilities)
         .with_context(|| format!("loading {}", args.component.display()))?;
+    let app = Arc::new(app);
+    let mut consumers = Vec::new();
+    if !args.queues.is_empty() {
+        let queues = stratus_worker::queues::serve_embedded(&data_dir)?;
+        for trigger in args.queues {
+            println!("Consuming queue trigger {}", trigger.name);
+            let consumer = format!("dev.{name}.{}", trigger.name);
+            let concurrency = trigger.max_concurrency;
+            consumers.push(QueueConsumer::start(
+                app.clone(),
+                trigger,
+                concurrency,
+                consumer,
+                queues.clone(),
+            ));
+        }
+    }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
@@ -66,7 +92,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let timeout = app.timeout();
     stratus_worker::trigger::http::serve(
         listener,
-        Target::App(Arc::new(app)),
+        Target::App(app),
         timeout,
         stratus_worker::signal::shutdown_signal(),
     )

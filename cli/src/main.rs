@@ -4,8 +4,10 @@ mod client;
 mod config;
 mod dev;
 mod manage;
+mod manifest;
 mod output;
 mod rollout;
+mod triggers;
 mod up;
 mod workers;
 
@@ -57,6 +59,12 @@ enum Command {
     Delete(manage::DeleteArgs),
     /// List the workers (pool, labels, state, load), or drain one.
     Workers(workers::WorkersArgs),
+    /// List an app's triggers with their state.
+    Triggers(triggers::TriggersArgs),
+    /// List an app's timer runs: scheduled time, start, duration, outcome.
+    Runs(triggers::RunsArgs),
+    /// Feed an embedded queue of `fnctl up` or `fnctl dev`.
+    Queue(triggers::QueueArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -88,6 +96,9 @@ fn main() -> std::process::ExitCode {
             Command::Bind(args) => manage::bind(args).await,
             Command::Delete(args) => manage::delete(args).await,
             Command::Workers(args) => workers::run(args).await,
+            Command::Triggers(args) => triggers::triggers(args).await,
+            Command::Runs(args) => triggers::runs(args).await,
+            Command::Queue(args) => triggers::queue(args).await,
         }
     });
     match result {

@@ -83,12 +83,24 @@ Examples:
   fnctl deploy app.wasm --app shop --bind kv=dynamo:table=shop --bind config.currency=EUR
   fnctl deploy app.wasm --app shop --no-activate        # upload now, `fnctl rollback --to` later
   fnctl deploy app.wasm --app shop --pool default --replicas 2   # or --replicas all
+  fnctl deploy jobs.wasm --app jobs --queue jobs=nats:stream=JOBS,batch_size=10,dead_letter=jobs.dead
+  fnctl deploy report.wasm --timer 'nightly=cron(0 3 * * *):tz=Europe/Paris,catch_up=one'
+  fnctl deploy                                          # everything from ./stratus.toml
+  fnctl deploy -f prod.toml --replicas 3                # flags override the file
 
 `--bind` replaces all of the app's bindings; without it the current ones are kept.
-`--route` replaces the app's HTTP routes; without it the current ones are kept.")]
+`--route`, `--queue` and `--timer` replace the app's triggers of their kind; without
+them the current ones are kept.
+Queue options: batch_size, window_ms, concurrency, max_receives, dead_letter, backoff
+(fixed|exponential), backoff_ms, backoff_max_ms, fifo, visibility_ms.
+Timer options: tz, catch_up (skip|one|all), route, retries, backoff_ms.")]
 pub struct DeployArgs {
-    /// The component (`wasm32-wasip2`, exporting wasi:http/incoming-handler).
-    component: PathBuf,
+    /// The component (`wasm32-wasip2`); default: the manifest's `component`.
+    component: Option<PathBuf>,
+    /// The manifest to read (default: `stratus.toml` here, if there is one). Flags
+    /// override its keys.
+    #[arg(long = "file", short = 'f', value_name = "MANIFEST")]
+    manifest: Option<PathBuf>,
     /// App name (default: the file name).
     #[arg(long)]
     app: Option<String>,
@@ -98,6 +110,13 @@ pub struct DeployArgs {
     /// Serve the app on this HTTP path prefix (repeatable).
     #[arg(long = "route", short = 'r', value_name = "PATH")]
     routes: Vec<String>,
+    /// Start the app on a queue's messages: NAME=SOURCE[:OPT=VAL,...] (repeatable).
+    #[arg(long = "queue", short = 'q', value_name = "TRIGGER")]
+    queues: Vec<String>,
+    /// Start the app on a schedule: NAME=cron(EXPR)|rate(N UNIT)|at(TIME)[:OPT=VAL,...]
+    /// (repeatable).
+    #[arg(long = "timer", value_name = "TRIGGER")]
+    timers: Vec<String>,
     /// Upload without making the new version live.
     #[arg(long)]
     no_activate: bool,
@@ -117,32 +136,56 @@ pub struct DeployArgs {
     output: OutputArgs,
 }
 
-pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
-    let app = match &args.app {
-        Some(a) => a.clone(),
-        None => crate::dev::default_app_name(&args.component),
+pub async fn deploy(mut args: DeployArgs) -> anyhow::Result<()> {
+    let file = crate::manifest::Manifest::load(args.manifest.as_deref())?.unwrap_or_default();
+    let component = args
+        .component
+        .clone()
+        .or(file.component)
+        .context("name the component to deploy, or set `component` in stratus.toml")?;
+    args.component = Some(component.clone());
+    let app = match args.app.clone().or(file.app) {
+        Some(a) => a,
+        None => crate::dev::default_app_name(&component),
     };
     let path = format!("{}/versions", app_path(&app)?);
     let mut manifest = serde_json::Map::new();
     manifest.insert("activate".into(), json!(!args.no_activate));
-    if !args.bindings.is_empty() {
-        manifest.insert(
-            "bindings".into(),
-            json!(
-                args.bindings
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-            ),
-        );
+    // Flags override the file, binding by binding.
+    let mut bindings: Vec<String> = Vec::new();
+    for spec in file.bindings.iter().flatten() {
+        let parsed: Binding = spec
+            .parse()
+            .with_context(|| format!("stratus.toml: binding `{spec}`"))?;
+        if !args.bindings.iter().any(|b| b.name() == parsed.name()) {
+            bindings.push(parsed.to_string());
+        }
     }
-    if !args.routes.is_empty() {
-        manifest.insert("routes".into(), json!(args.routes));
+    bindings.extend(args.bindings.iter().map(ToString::to_string));
+    let rebinding = !bindings.is_empty();
+    if rebinding {
+        manifest.insert("bindings".into(), json!(bindings));
     }
-    if let Some(pool) = &args.pool {
+    let pick = |flags: &Vec<String>, file: Option<Vec<String>>| {
+        if flags.is_empty() {
+            file
+        } else {
+            Some(flags.clone())
+        }
+    };
+    if let Some(routes) = pick(&args.routes, file.routes) {
+        manifest.insert("routes".into(), json!(routes));
+    }
+    if let Some(queues) = pick(&args.queues, file.queues) {
+        manifest.insert("queues".into(), json!(queues));
+    }
+    if let Some(timers) = pick(&args.timers, file.timers) {
+        manifest.insert("timers".into(), json!(timers));
+    }
+    if let Some(pool) = args.pool.clone().or(file.pool) {
         manifest.insert("pool".into(), json!(pool));
     }
-    if let Some(replicas) = &args.replicas {
+    if let Some(replicas) = args.replicas.clone().or(file.replicas.map(|r| r.as_arg())) {
         manifest.insert("replicas".into(), json!(replicas));
     }
     let client = client()?;
@@ -162,7 +205,7 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
         bar
     };
     let deployed = client
-        .upload(&path, Value::Object(manifest), &args.component, progress)
+        .upload(&path, Value::Object(manifest), &component, progress)
         .await?;
     let wait = !args.no_wait && !args.no_activate;
     if args.output.is_json() {
@@ -173,7 +216,7 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
                 &app,
                 &deployed["app"],
                 previous.as_ref(),
-                !args.bindings.is_empty(),
+                rebinding,
                 args.wait_timeout,
                 true,
             )
@@ -221,7 +264,7 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
             &app,
             app_view,
             previous.as_ref(),
-            !args.bindings.is_empty(),
+            rebinding,
             args.wait_timeout,
             false,
         )

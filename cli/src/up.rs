@@ -117,6 +117,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         },
         scheduler: SchedulerConfig::default(),
         collector: Default::default(),
+        timers: Default::default(),
         // One trusted user: bindings name endpoints directly, as `fnctl dev`'s do.
         tenancy: TenancyConfig {
             direct_bindings: true,
@@ -174,6 +175,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     // the platform once each worker has loaded what it ran last, each app on its own.
     let runtime = Runtime::new(args.limits.runtime_config(data_dir.join("cache")))?;
     let providers = Arc::new(Providers::default());
+    // One set of embedded queues for the process: `fnctl queue send` feeds them.
+    let queues = stratus_worker::queues::serve_embedded(&data_dir)?;
     let mut agents = Vec::new();
     let mut restores = Vec::new();
     for (i, (listener, addr)) in app_listeners.into_iter().zip(&apps_addrs).enumerate() {
@@ -196,6 +199,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             runtime.clone(),
             routes.clone(),
             providers.clone(),
+            queues.clone(),
         )?;
         restores.push(agent.restore());
         agents.push((agent, routes, listener));

@@ -34,6 +34,8 @@ pub struct Config {
     pub tenancy: crate::tenancy::TenancyConfig,
     #[serde(default)]
     pub collector: crate::collector::CollectorConfig,
+    #[serde(default)]
+    pub timers: crate::timers::TimersConfig,
 }
 
 /// The listener workers dial.

@@ -113,12 +113,8 @@ pub fn inspect(path: &Path) -> Result<Inspection, InspectError> {
             break;
         }
     }
-    if !out
-        .exports
-        .iter()
-        .any(|e| e.starts_with(stratus_proto::interfaces::HTTP_HANDLER_EXPORT))
-    {
-        return Err(ComponentError::NoHttpHandler(format!(
+    if stratus_proto::interfaces::handlers(out.exports.iter().map(String::as_str)).is_empty() {
+        return Err(ComponentError::NoHandler(format!(
             "it exports {}",
             if out.exports.is_empty() {
                 "nothing".to_string()

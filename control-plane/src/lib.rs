@@ -9,6 +9,7 @@
 //! - [`tenancy`]: what tenants' bindings may reach (backends, endpoints, secrets).
 //! - [`grpc`]: the worker API; [`scheduler`]: placing apps on workers, on one replica
 //!   at a time.
+//! - [`timers`]: timer triggers, fired once per scheduled time across the replicas.
 
 // Unit tests may unwrap: a panic there is a failed test, not a crashed worker.
 #![cfg_attr(
@@ -34,4 +35,5 @@ pub mod nudge;
 pub mod scheduler;
 pub mod server;
 pub mod tenancy;
+pub mod timers;
 pub mod upload;

@@ -9,7 +9,7 @@ use crate::api::{self, ApiState};
 use crate::artifacts::{ArtifactStore, FsArtifacts, S3Artifacts};
 use crate::auth::Auth;
 use crate::config::{ArtifactsConfig, Config, GrpcConfig, MetadataConfig, SchedulerConfig};
-use crate::grpc::{FeedHub, WorkerApi};
+use crate::grpc::{FeedHub, RunHub, WorkerApi};
 use crate::metadata::{Database, EmbeddedDb, Metadata, PostgresDb};
 use crate::nudge::Nudge;
 use crate::scheduler::Scheduler;
@@ -20,6 +20,7 @@ pub struct ControlPlane {
     grpc: GrpcConfig,
     scheduler: SchedulerConfig,
     collector: crate::collector::CollectorConfig,
+    timers: crate::timers::TimersConfig,
 }
 
 impl ControlPlane {
@@ -74,6 +75,7 @@ impl ControlPlane {
             grpc: config.grpc.clone(),
             scheduler: config.scheduler.clone(),
             collector: config.collector.clone(),
+            timers: config.timers.clone(),
         })
     }
 
@@ -104,12 +106,14 @@ impl ControlPlane {
         });
         let state = &self.state;
         let hub = FeedHub::default();
+        let runs = RunHub::default();
         let workers = WorkerApi {
             metadata: state.metadata.clone(),
             artifacts: state.artifacts.clone(),
             auth: state.auth.clone(),
             policy: state.policy.clone(),
             hub: hub.clone(),
+            runs: runs.clone(),
             nudge: state.nudge.clone(),
             scheduler: self.scheduler.clone(),
             stopping,
@@ -141,7 +145,8 @@ impl ControlPlane {
             self.scheduler.clone(),
             state.nudge.clone(),
         );
-        let (api_result, grpc_result, (), (), ()) = tokio::join!(
+        let timers = crate::timers::Timers::new(state.metadata.clone(), runs, self.timers.clone());
+        let (api_result, grpc_result, (), (), (), ()) = tokio::join!(
             api_server,
             grpc_server,
             hub.run(state.metadata.clone(), state.nudge.clone(), until()),
@@ -152,6 +157,7 @@ impl ControlPlane {
                 self.collector.clone(),
                 until(),
             ),
+            timers.run(until()),
         );
         api_result.context("serving the API")?;
         grpc_result.context("serving the worker API")?;

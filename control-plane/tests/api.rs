@@ -142,6 +142,7 @@ impl Env {
             scheduler: Default::default(),
             tenancy: Default::default(),
             collector: Default::default(),
+            timers: Default::default(),
         }
     }
 
@@ -420,7 +421,7 @@ async fn deploy_dedupe_rollback_rebind_delete(backend: &'static str) {
         .await;
     assert_eq!(
         body["triggers"],
-        json!([{"type": "http", "route": "/count"}])
+        json!([{"type": "http", "route": "/count", "state": "active"}])
     );
 
     // Versions list and get.

@@ -46,6 +46,7 @@ fn version(digest_byte: char, imports: &[&str]) -> NewVersion {
         digest: digest_byte.to_string().repeat(64),
         size_bytes: 1234,
         imports: imports.iter().map(|s| s.to_string()).collect(),
+        handlers: vec![stratus_proto::interfaces::Handler::Http],
     }
 }
 

@@ -56,12 +56,87 @@ pub const WASI_PACKAGES: &[&str] = &[
 /// The HTTP handler export a component needs to serve requests (any 0.2.x).
 pub const HTTP_HANDLER_EXPORT: &str = "wasi:http/incoming-handler@0.2.";
 
+/// The handler exports a trigger may call.
+pub const WASI_MESSAGE_HANDLER: &str = "wasi:messaging/incoming-handler@0.2.0-draft";
+pub const WASMCLOUD_MESSAGE_HANDLER: &str = "wasmcloud:messaging/handler@0.2.0";
+pub const TIMER_HANDLER: &str = "stratus:platform/timer-handler@0.1.0";
+
+/// What a trigger calls in a component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Handler {
+    /// `wasi:http/incoming-handler@0.2.x`: HTTP routes, and timers that target a route.
+    Http,
+    /// `wasi:messaging/incoming-handler` or `wasmcloud:messaging/handler`: queue triggers.
+    Message,
+    /// `stratus:platform/timer-handler`: timer triggers.
+    Timer,
+}
+
+impl Handler {
+    pub const ALL: [Handler; 3] = [Handler::Http, Handler::Message, Handler::Timer];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Handler::Http => "http",
+            Handler::Message => "message",
+            Handler::Timer => "timer",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|h| h.as_str() == s)
+    }
+
+    /// The export (or exports, any one of which serves) it needs, as an error names it.
+    pub fn export_names(self) -> &'static str {
+        match self {
+            Handler::Http => "`wasi:http/incoming-handler@0.2.x`",
+            Handler::Message => {
+                "`wasi:messaging/incoming-handler@0.2.0-draft` or `wasmcloud:messaging/handler@0.2.0`"
+            }
+            Handler::Timer => "`stratus:platform/timer-handler@0.1.0`",
+        }
+    }
+
+    /// Whether the export named `export` is this handler.
+    pub fn is_export(self, export: &str) -> bool {
+        match self {
+            Handler::Http => export.starts_with(HTTP_HANDLER_EXPORT),
+            Handler::Message => {
+                export == WASI_MESSAGE_HANDLER || export == WASMCLOUD_MESSAGE_HANDLER
+            }
+            Handler::Timer => export == TIMER_HANDLER,
+        }
+    }
+}
+
+/// The handlers among a component's export names.
+pub fn handlers<'a>(exports: impl IntoIterator<Item = &'a str> + Clone) -> Vec<Handler> {
+    Handler::ALL
+        .into_iter()
+        .filter(|h| exports.clone().into_iter().any(|e| h.is_export(e)))
+        .collect()
+}
+
+/// The `wasi:messaging` / `wasmcloud:messaging` packages a component may import: their
+/// types, which handlers receive (sending is the producer capability's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum MessagingTypes {
+    /// `wasi:messaging/types@0.2.0-draft`.
+    Wasi,
+    /// `wasmcloud:messaging/types@0.2.0`.
+    WasmCloud,
+}
+
 /// What one import of a component is served by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Provided {
     Wasi,
     KeyValue(KvRevision),
     Config(ConfigRevision),
+    MessagingTypes(MessagingTypes),
+    /// `stratus:platform/timer-types`, which the timer handler's event uses.
+    TimerTypes,
 }
 
 /// Why uploaded bytes are not a component Stratus can run; the control plane refuses
@@ -77,9 +152,15 @@ pub enum ComponentError {
     #[error("invalid component: {0}")]
     Invalid(String),
     #[error(
-        "component does not export `wasi:http/incoming-handler@0.2.x`, so it cannot serve HTTP: {0}"
+        "component exports no handler a trigger can call (`wasi:http/incoming-handler@0.2.x`, `wasi:messaging/incoming-handler@0.2.0-draft`, `wasmcloud:messaging/handler@0.2.0` or `stratus:platform/timer-handler@0.1.0`): {0}"
     )]
-    NoHttpHandler(String),
+    NoHandler(String),
+    #[error("a {trigger} trigger needs the component to export {needs}; it exports {exports}")]
+    MissingHandler {
+        trigger: &'static str,
+        needs: &'static str,
+        exports: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -122,8 +203,24 @@ pub fn classify(import: &str) -> Result<Provided, ImportError> {
                     "supported revisions: 0.2.0-rc.1, 0.2.0-draft, 0.2.0-draft-2024-09-27".into(),
                 )
             }),
+        "stratus:platform" if interface == "stratus:platform/timer-types" && version == "0.1.0" => {
+            Ok(Provided::TimerTypes)
+        }
+        "wasi:messaging" | "wasmcloud:messaging" => {
+            let served = match (interface, version) {
+                ("wasi:messaging/types", "0.2.0-draft") => Some(MessagingTypes::Wasi),
+                ("wasmcloud:messaging/types", "0.2.0") => Some(MessagingTypes::WasmCloud),
+                _ => None,
+            };
+            served.map(Provided::MessagingTypes).ok_or_else(|| {
+                unsupported(
+                    "Stratus serves the message types handlers receive (`wasi:messaging/types@0.2.0-draft`, `wasmcloud:messaging/types@0.2.0`), not sending".into(),
+                )
+            })
+        }
         _ => Err(unsupported(
-            "Stratus provides wasi:keyvalue, wasi:config, wasi:http and WASI 0.2".into(),
+            "Stratus provides wasi:keyvalue, wasi:config, wasi:messaging, wasi:http and WASI 0.2"
+                .into(),
         )),
     }
 }
@@ -132,7 +229,7 @@ pub fn classify(import: &str) -> Result<Provided, ImportError> {
 pub fn check_import(import: &str, bound: &dyn Fn(Kind) -> bool) -> Result<Provided, ImportError> {
     let provided = classify(import)?;
     let (kind, example) = match provided {
-        Provided::Wasi => return Ok(provided),
+        Provided::Wasi | Provided::MessagingTypes(_) | Provided::TimerTypes => return Ok(provided),
         Provided::KeyValue(_) => (Kind::KeyValue, "kv=embedded"),
         Provided::Config(_) => (Kind::Config, "config.KEY=VALUE"),
     };

@@ -7,6 +7,7 @@
 //! - [`interfaces`]: the WIT packages and versions the platform serves, which
 //!   capability each belongs to, and the import rule.
 //! - [`names`]: app names, tenant ids and HTTP routes.
+//! - [`triggers`]: queue triggers, their sources and delivery options.
 //!
 //! It depends on no runtime: the control plane links it without wasmtime or any
 //! provider SDK.
@@ -26,6 +27,7 @@ pub mod binding;
 pub mod interfaces;
 pub mod names;
 pub mod providers;
+pub mod triggers;
 
 /// The generated gRPC messages and services.
 #[allow(clippy::all, clippy::pedantic, missing_docs)]

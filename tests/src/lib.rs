@@ -4,6 +4,7 @@
 // Test-only code: a panic here is a failed test, which is what it should be.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod platform;
 mod relay;
 
 pub use relay::Relay;

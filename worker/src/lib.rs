@@ -3,8 +3,9 @@
 //!
 //! - [`runtime`]: engine, component loading, per-invocation instances.
 //! - [`capabilities`]: one trait per capability, one module per provider, WIT hosts.
-//! - [`trigger`]: what starts invocations (HTTP now; queues and timers later), and
+//! - [`trigger`]: what starts invocations (HTTP, queue consumers, timer runs), and
 //!   forwarding to the pool's other workers.
+//! - [`queues`]: one trait for queue sources, one module per source.
 //! - [`agent`]: following the control plane's assignments over gRPC.
 //! - [`binding`]: the `KIND[.NAME]=PROVIDER[:OPTS]` binding syntax (from `stratus-proto`).
 //! - [`limits`], [`signal`]: the runtime flags and the shutdown signal the binaries share.
@@ -25,6 +26,7 @@ pub use stratus_proto::binding;
 pub mod capabilities;
 mod generated;
 pub mod limits;
+pub mod queues;
 pub mod runtime;
 pub mod signal;
 pub mod trigger;

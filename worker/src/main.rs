@@ -62,6 +62,7 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
         runtime,
         routes.clone(),
         Arc::new(Providers::default()),
+        stratus_worker::queues::serve_embedded(&config.data_dir)?,
     )?;
     // The listener serves at once (apps still loading answer 503); the banner waits
     // until what ran here last is loaded again, each app on its own.

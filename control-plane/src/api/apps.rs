@@ -155,14 +155,88 @@ pub async fn patch_bindings(
     change_app(&state, &caller.tenant, &app, change).await
 }
 
+/// The app's triggers with their state: what the workers last reported of each queue
+/// trigger, and each timer's next scheduled time.
 pub async fn triggers(
     State(state): State<Arc<ApiState>>,
     Caller(caller): Caller,
     Path(app): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     caller.require(Role::Viewer)?;
-    let view = AppView::from(state.metadata.get_app(&caller.tenant, &app).await?);
-    Ok(Json(serde_json::json!({ "triggers": view.triggers })))
+    let record = state.metadata.get_app(&caller.tenant, &app).await?;
+    let queues = state.metadata.queue_states(&caller.tenant, &app).await?;
+    let now = crate::metadata::now_ms();
+    let mut out = Vec::new();
+    for route in &record.routes {
+        out.push(serde_json::json!({ "type": "http", "route": route, "state": "active" }));
+    }
+    for spec in &record.queues {
+        let name = spec.split_once('=').map(|(n, _)| n).unwrap_or(spec);
+        let reported = queues.iter().find(|q| q.trigger == name);
+        let status = match reported {
+            None => "starting",
+            Some(q) if !q.failing.is_empty() => "failing",
+            Some(_) => "active",
+        };
+        out.push(serde_json::json!({
+            "type": "queue",
+            "name": name,
+            "spec": spec,
+            "state": status,
+            "reasons": reported.map(|q| q.failing.clone()).unwrap_or_default(),
+            "consumers": reported.map_or(0, |q| q.workers),
+            "in_flight": reported.map_or(0, |q| q.in_flight),
+            "backlog": reported.map_or(0, |q| q.backlog),
+            "handled": reported.map_or(0, |q| q.handled),
+            "failed": reported.map_or(0, |q| q.failed),
+            "dead_lettered": reported.map_or(0, |q| q.dead_lettered),
+        }));
+    }
+    for spec in &record.timers {
+        let Ok(timer) = spec.parse::<crate::timers::TimerTrigger>() else {
+            continue;
+        };
+        let next = timer.next_after(now).map(super::views::rfc3339);
+        out.push(serde_json::json!({
+            "type": "timer",
+            "name": timer.name,
+            "spec": spec,
+            "state": if next.is_some() { "active" } else { "done" },
+            "next_fire": next,
+        }));
+    }
+    Ok(Json(serde_json::json!({ "triggers": out })))
+}
+
+/// The app's timer runs, newest first (`?limit=`, default 50).
+pub async fn runs(
+    State(state): State<Arc<ApiState>>,
+    Caller(caller): Caller,
+    Path(app): Path<String>,
+    Query(page): Query<PageQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let runs = state
+        .metadata
+        .runs(&caller.tenant, &app, i64::from(page.limit()?))
+        .await?;
+    let items: Vec<serde_json::Value> = runs
+        .into_iter()
+        .map(|r| {
+            serde_json::json!({
+                "trigger": r.trigger,
+                "scheduled": super::views::rfc3339(r.scheduled_ms),
+                "scheduled_ms": r.scheduled_ms,
+                "attempt": r.attempt,
+                "state": r.state,
+                "worker": r.worker,
+                "started": r.started_ms.map(super::views::rfc3339),
+                "duration_ms": r.duration_ms,
+                "message": r.message,
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "runs": items })))
 }
 
 #[derive(Deserialize)]
@@ -178,15 +252,20 @@ pub async fn replace_triggers(
     Body(body): Body<ReplaceTriggers>,
 ) -> Result<Json<AppView>, ApiError> {
     caller.require(Role::Deployer)?;
-    let routes = body
-        .triggers
-        .iter()
-        .map(|t| match t {
-            Trigger::Http { route } => route.clone(),
-        })
-        .collect::<Vec<_>>();
+    let mut routes = Vec::new();
+    let mut queues = Vec::new();
+    let mut timers = Vec::new();
+    for t in body.triggers {
+        match t {
+            Trigger::Http { route } => routes.push(route),
+            Trigger::Queue { spec } => queues.push(spec),
+            Trigger::Timer { spec } => timers.push(spec),
+        }
+    }
     let change = AppChange {
         routes: Some(normalize_routes(&routes)?),
+        queues: Some(canonical_queues(&queues)?),
+        timers: Some(canonical_timers(&timers)?),
         ..AppChange::default()
     };
     change_app(&state, &caller.tenant, &app, change).await
@@ -254,6 +333,43 @@ pub fn normalize_routes(routes: &[String]) -> Result<Vec<String>, ApiError> {
         }
     }
     Ok(out)
+}
+
+/// Checks queue trigger specs; returns their canonical forms.
+pub fn canonical_queues(specs: &[String]) -> Result<Vec<String>, ApiError> {
+    if specs.len() > MAX_ROUTES {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_trigger",
+            format!("at most {MAX_ROUTES} queue triggers per app"),
+        ));
+    }
+    let triggers = stratus_proto::triggers::parse_queue_triggers(specs).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_trigger",
+            e.to_string(),
+        )
+    })?;
+    Ok(triggers.iter().map(ToString::to_string).collect())
+}
+
+/// Checks timer trigger specs; returns their canonical forms.
+pub fn canonical_timers(specs: &[String]) -> Result<Vec<String>, ApiError> {
+    if specs.len() > MAX_ROUTES {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_trigger",
+            format!("at most {MAX_ROUTES} timer triggers per app"),
+        ));
+    }
+    crate::timers::canonical_timers(specs).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_trigger",
+            e.to_string(),
+        )
+    })
 }
 
 /// Records `change`; the scheduler and the workers' streams hear of it at once.

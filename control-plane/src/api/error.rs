@@ -114,7 +114,8 @@ impl From<ComponentError> for ApiError {
             ComponentError::NotWasm => "not_a_component",
             ComponentError::CoreModule => "core_module",
             ComponentError::Invalid(_) => "invalid_component",
-            ComponentError::NoHttpHandler(_) => "no_http_handler",
+            ComponentError::NoHandler(_) => "no_handler",
+            ComponentError::MissingHandler { .. } => "missing_handler",
         };
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, e.to_string())
     }

@@ -76,6 +76,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
             "/v1/apps/{app}/triggers",
             get(apps::triggers).put(apps::replace_triggers),
         )
+        .route("/v1/apps/{app}/runs", get(apps::runs))
         .route("/v1/openapi.json", get(openapi))
         .route("/healthz", get(|| async { "ok" }))
         .fallback(|| async {

@@ -16,6 +16,7 @@ use super::{ApiError, ApiState, Caller, PageQuery, Query};
 use crate::auth::Role;
 use crate::metadata::{AppChange, MetadataError, NewVersion};
 use crate::{inspect, names, upload};
+use stratus_proto::interfaces::{ComponentError, Handler};
 
 /// Room for multipart framing and the manifest on top of the component limit.
 pub const MULTIPART_OVERHEAD: usize = 256 << 10;
@@ -29,6 +30,10 @@ pub struct Manifest {
     bindings: Option<Vec<String>>,
     /// Replaces the app's HTTP routes; absent keeps the current ones.
     routes: Option<Vec<String>>,
+    /// Replaces the app's queue triggers; absent keeps the current ones.
+    queues: Option<Vec<String>>,
+    /// Replaces the app's timer triggers; absent keeps the current ones.
+    timers: Option<Vec<String>>,
     /// Make the new version live (default true).
     activate: bool,
     /// The worker pool to run on; absent keeps the app's (new apps: `default`).
@@ -43,6 +48,8 @@ impl Default for Manifest {
         Self {
             bindings: None,
             routes: None,
+            queues: None,
+            timers: None,
             activate: true,
             pool: None,
             replicas: None,
@@ -150,6 +157,16 @@ pub async fn deploy(
         .as_deref()
         .map(normalize_routes)
         .transpose()?;
+    let queues = manifest
+        .queues
+        .as_deref()
+        .map(super::apps::canonical_queues)
+        .transpose()?;
+    let timers = manifest
+        .timers
+        .as_deref()
+        .map(super::apps::canonical_timers)
+        .transpose()?;
     if let Some(pool) = &manifest.pool {
         names::check_pool(pool)?;
     }
@@ -160,6 +177,29 @@ pub async fn deploy(
         .transpose()?;
 
     // Refused before the bytes are stored; the change's transaction checks again.
+    let handlers =
+        stratus_proto::interfaces::handlers(inspection.exports.iter().map(String::as_str));
+    let existing = match state.metadata.get_app(&caller.tenant, &app).await {
+        Ok(a) => Some(a),
+        Err(MetadataError::NotFound(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let kept = |f: fn(&crate::metadata::App) -> &Vec<String>| {
+        existing.as_ref().map(f).cloned().unwrap_or_default()
+    };
+    check_handlers(
+        &handlers,
+        &inspection.exports,
+        routes
+            .clone()
+            .unwrap_or_else(|| kept(|a| &a.routes))
+            .is_empty(),
+        queues
+            .clone()
+            .unwrap_or_else(|| kept(|a| &a.queues))
+            .is_empty(),
+        &timers.clone().unwrap_or_else(|| kept(|a| &a.timers)),
+    )?;
     if let Some(routes) = &routes {
         state
             .metadata
@@ -179,10 +219,13 @@ pub async fn deploy(
         digest: staged.digest.clone(),
         size_bytes: i64::try_from(staged.size).unwrap_or(i64::MAX),
         imports: inspection.imports,
+        handlers,
     };
     let change = AppChange {
         bindings: manifest.bindings.is_some().then_some(bindings),
         routes,
+        queues,
+        timers,
         pool: manifest.pool,
         replicas,
         ..AppChange::default()
@@ -209,6 +252,56 @@ pub async fn deploy(
             stored,
         }),
     ))
+}
+
+/// Refuses a component that lacks the handler one of the app's triggers calls, naming
+/// the export it needs.
+fn check_handlers(
+    handlers: &[Handler],
+    exports: &[String],
+    no_routes: bool,
+    no_queues: bool,
+    timers: &[String],
+) -> Result<(), ApiError> {
+    let mut needs = Vec::new();
+    if !no_routes {
+        needs.push(("HTTP route", Handler::Http));
+    }
+    if !no_queues {
+        needs.push(("queue", Handler::Message));
+    }
+    for spec in timers {
+        let via_route = spec
+            .parse::<crate::timers::TimerTrigger>()
+            .is_ok_and(|t| t.route.is_some());
+        needs.push((
+            if via_route {
+                "timer (with a route)"
+            } else {
+                "timer"
+            },
+            if via_route {
+                Handler::Http
+            } else {
+                Handler::Timer
+            },
+        ));
+    }
+    for (trigger, handler) in needs {
+        if !handlers.contains(&handler) {
+            return Err(ComponentError::MissingHandler {
+                trigger,
+                needs: handler.export_names(),
+                exports: if exports.is_empty() {
+                    "nothing".into()
+                } else {
+                    exports.join(", ")
+                },
+            }
+            .into());
+        }
+    }
+    Ok(())
 }
 
 fn multipart_err(e: axum::extract::multipart::MultipartError) -> ApiError {

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::metadata::{App, Page, Replicas, Version};
 
-fn rfc3339(ms: i64) -> String {
+pub fn rfc3339(ms: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .ok()
         .and_then(|t| {
@@ -21,6 +21,10 @@ fn rfc3339(ms: i64) -> String {
 pub enum Trigger {
     /// Requests whose path is `route` or below it.
     Http { route: String },
+    /// Messages of a queue: `NAME=SOURCE[:OPTION=VALUE,…]`.
+    Queue { spec: String },
+    /// A schedule: `NAME=cron(…)|rate(…)|at(…)[:OPTION=VALUE,…]`.
+    Timer { spec: String },
 }
 
 #[derive(Debug, Serialize)]
@@ -53,6 +57,8 @@ impl From<App> for AppView {
                 .routes
                 .into_iter()
                 .map(|route| Trigger::Http { route })
+                .chain(a.queues.into_iter().map(|spec| Trigger::Queue { spec }))
+                .chain(a.timers.into_iter().map(|spec| Trigger::Timer { spec }))
                 .collect(),
             pool: a.pool,
             replicas: a.replicas,
@@ -69,6 +75,8 @@ pub struct VersionView {
     pub digest: String,
     pub size_bytes: i64,
     pub imports: Vec<String>,
+    /// The handlers it exports: `http`, `message`, `timer`.
+    pub handlers: Vec<&'static str>,
     pub created_at: String,
 }
 
@@ -79,6 +87,7 @@ impl From<Version> for VersionView {
             digest: format!("sha256:{}", v.digest),
             size_bytes: v.size_bytes,
             imports: v.imports,
+            handlers: v.handlers.iter().map(|h| h.as_str()).collect(),
             created_at: rfc3339(v.created_at),
         }
     }

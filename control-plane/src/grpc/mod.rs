@@ -4,6 +4,7 @@
 //! itself, and only within that pool.
 
 mod feed;
+mod runs;
 mod status;
 
 use std::collections::BTreeMap;
@@ -17,6 +18,7 @@ use stratus_proto::pb::worker_control_server::{WorkerControl, WorkerControlServe
 use tonic::{Request, Response, Status};
 
 pub use self::feed::FeedHub;
+pub use self::runs::RunHub;
 use crate::artifacts::ArtifactStore;
 use crate::auth::{Auth, AuthError, WorkerClaims};
 use crate::config::SchedulerConfig;
@@ -33,6 +35,8 @@ pub struct WorkerApi {
     /// Resolves stored bindings into what workers open (backends, sealed secrets).
     pub policy: Arc<crate::tenancy::Policy>,
     pub hub: FeedHub,
+    /// Streams of timer runs to the workers following this replica.
+    pub runs: RunHub,
     pub nudge: Nudge,
     pub scheduler: SchedulerConfig,
     /// Turns true when the replica shuts down: streams end so the server can stop.
@@ -85,6 +89,7 @@ fn check_worker_id(id: &str) -> Result<(), Status> {
 }
 
 type FeedStream = Pin<Box<dyn Stream<Item = Result<pb::AssignmentFeed, Status>> + Send>>;
+type RunStream = Pin<Box<dyn Stream<Item = Result<pb::Run, Status>> + Send>>;
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::ComponentChunk, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -145,6 +150,14 @@ impl WorkerControl for WorkerApi {
         let r = req.into_inner();
         self.own_worker(&claims, &r.worker_id).await?;
         let known = self.metadata.heartbeat(&r.worker_id, r.apps_ready).await?;
+        if r.triggers.len() > 10_000 {
+            return Err(Status::invalid_argument("at most 10000 trigger states"));
+        }
+        if known {
+            self.metadata
+                .record_trigger_states(&r.worker_id, &r.triggers)
+                .await?;
+        }
         Ok(Response::new(pb::HeartbeatResponse { reregister: !known }))
     }
 
@@ -245,6 +258,46 @@ impl WorkerControl for WorkerApi {
         Ok(Response::new(pb::DrainResponse {}))
     }
 
+    type WatchRunsStream = RunStream;
+
+    async fn watch_runs(
+        &self,
+        req: Request<pb::WatchRunsRequest>,
+    ) -> Result<Response<RunStream>, Status> {
+        let claims = self.authorize(&req)?;
+        let worker = req.into_inner().worker_id;
+        self.own_worker(&claims, &worker).await?;
+        let (id, rx) = self.runs.attach(&worker);
+        let hub = self.runs.clone();
+        let mut stopping = self.stopping.clone();
+        let stream = async_stream_of(rx, async move {
+            let _ = stopping.wait_for(|s| *s).await;
+        });
+        // Detached when the stream is dropped (worker gone, replica stopping).
+        let guard = DetachOnDrop { hub, worker, id };
+        Ok(Response::new(Box::pin(futures::StreamExt::map(
+            stream,
+            move |run| {
+                let _ = &guard;
+                Ok(run)
+            },
+        ))))
+    }
+
+    async fn report_run(
+        &self,
+        req: Request<pb::RunReport>,
+    ) -> Result<Response<pb::RunAck>, Status> {
+        let claims = self.authorize(&req)?;
+        let r = req.into_inner();
+        self.own_worker(&claims, &r.worker_id).await?;
+        self.metadata.finish_run(&r).await?;
+        if !r.ok {
+            tracing::info!(worker = %r.worker_id, run = %r.run_id, attempt = r.attempt, error = %r.message, "timer run failed");
+        }
+        Ok(Response::new(pb::RunAck {}))
+    }
+
     type FetchComponentStream = ChunkStream;
 
     async fn fetch_component(
@@ -282,4 +335,28 @@ fn resolve_bindings(policy: &crate::tenancy::Policy, feed: &mut pb::AssignmentFe
             *b = policy.resolve_for_worker(&a.tenant, &a.app, b);
         }
     }
+}
+
+/// Removes a worker's run stream from the hub when the stream is dropped.
+struct DetachOnDrop {
+    hub: RunHub,
+    worker: String,
+    id: u64,
+}
+
+impl Drop for DetachOnDrop {
+    fn drop(&mut self) {
+        self.hub.detach(&self.worker, self.id);
+    }
+}
+
+/// The runs from `rx` until `stop` resolves.
+fn async_stream_of(
+    rx: tokio::sync::mpsc::Receiver<pb::Run>,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> impl Stream<Item = pb::Run> + Send {
+    futures::StreamExt::take_until(
+        tokio_stream::wrappers::ReceiverStream::new(rx),
+        Box::pin(stop),
+    )
 }

@@ -119,6 +119,50 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
         )",
         ],
     ),
+    (
+        5,
+        &[
+            // The handlers a version exports (`http,message,timer`), checked against
+            // the app's triggers by every change.
+            "ALTER TABLE versions ADD COLUMN handlers TEXT NOT NULL DEFAULT 'http'",
+            // One row per timer trigger and scheduled time: the unique key is what makes
+            // a time fire once across every replica. `state` is `pending` (due at
+            // `not_before_ms`), `running` (on `worker_id` until `deadline_ms`),
+            // `succeeded` or `failed`.
+            "CREATE TABLE timer_runs (
+            id TEXT PRIMARY KEY,
+            app_id TEXT NOT NULL,
+            trigger_name TEXT NOT NULL,
+            scheduled_ms BIGINT NOT NULL,
+            attempt BIGINT NOT NULL,
+            state TEXT NOT NULL,
+            not_before_ms BIGINT NOT NULL,
+            worker_id TEXT,
+            started_ms BIGINT,
+            deadline_ms BIGINT,
+            duration_ms BIGINT,
+            message TEXT NOT NULL,
+            max_attempts BIGINT NOT NULL,
+            backoff_ms BIGINT NOT NULL,
+            UNIQUE (app_id, trigger_name, scheduled_ms)
+        )",
+            "CREATE INDEX timer_runs_by_state ON timer_runs (state, not_before_ms)",
+            // What each worker last reported of each queue trigger it consumes.
+            "CREATE TABLE trigger_states (
+            app_id TEXT NOT NULL,
+            trigger_name TEXT NOT NULL,
+            worker_id TEXT NOT NULL,
+            failing TEXT NOT NULL,
+            in_flight BIGINT NOT NULL,
+            handled BIGINT NOT NULL,
+            failed BIGINT NOT NULL,
+            dead_lettered BIGINT NOT NULL,
+            backlog BIGINT NOT NULL,
+            updated_ms BIGINT NOT NULL,
+            PRIMARY KEY (app_id, trigger_name, worker_id)
+        )",
+        ],
+    ),
 ];
 
 /// Creates the bookkeeping table; run under the backend's migration lock.

@@ -9,11 +9,13 @@ mod records;
 mod rules;
 mod scheduling;
 mod sql;
+mod timers;
 mod workers;
 
 use std::sync::Arc;
 
 use stratus_proto::binding::Binding;
+use stratus_proto::interfaces::Handler;
 
 pub use self::embedded::EmbeddedDb;
 pub use self::postgres::PostgresDb;
@@ -22,6 +24,7 @@ use self::rules::{apply_change, check_routes};
 pub use self::scheduling::{AppSlot, Cluster, PassReport, Placement, PlacementChanges, WorkerSlot};
 pub use self::sql::{Database, Row, Tx, Value};
 use self::sql::{first, int, now, text};
+pub use self::timers::{PendingRun, QueueState, RunRecord, TimerRow};
 pub use self::workers::{AppStatus, PlacementStatus, WorkerInfo, WorkerRecord, WorkerState};
 
 #[derive(Debug, thiserror::Error)]
@@ -143,7 +146,7 @@ impl Metadata {
         let imports = serde_json::to_string(&new.imports)
             .map_err(|e| MetadataError::Backend(format!("encoding imports: {e}")))?;
         tx.execute(
-            "INSERT INTO versions (app_id, number, digest, size_bytes, imports, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO versions (app_id, number, digest, size_bytes, imports, created_at, handlers) VALUES ($1, $2, $3, $4, $5, $6, $7)",
             &[
                 id.as_str().into(),
                 number.into(),
@@ -151,6 +154,7 @@ impl Metadata {
                 new.size_bytes.into(),
                 imports.into(),
                 now().into(),
+                encode_handlers(&new.handlers).into(),
             ],
         )
         .await?;
@@ -321,7 +325,19 @@ impl Metadata {
     }
 }
 
-const VERSION_COLUMNS: &str = "number, digest, size_bytes, imports, created_at";
+const VERSION_COLUMNS: &str = "number, digest, size_bytes, imports, created_at, handlers";
+
+fn encode_handlers(handlers: &[Handler]) -> String {
+    handlers
+        .iter()
+        .map(|h| h.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn decode_handlers(stored: &str) -> Vec<Handler> {
+    stored.split(',').filter_map(Handler::parse).collect()
+}
 
 async fn deployment_of(
     tx: &mut dyn Tx,
@@ -418,6 +434,8 @@ async fn load_app(tx: &mut dyn Tx, id: &str) -> Result<App, MetadataError> {
         .iter()
         .map(|r| text(r, 0))
         .collect::<Result<Vec<_>, _>>()?;
+    let queues = load_triggers(tx, id, "queue").await?;
+    let timers = load_triggers(tx, id, "timer").await?;
     Ok(App {
         name: text(row, 1)?,
         live_version: match row.get(2) {
@@ -426,12 +444,30 @@ async fn load_app(tx: &mut dyn Tx, id: &str) -> Result<App, MetadataError> {
         },
         bindings: bindings.iter().map(ToString::to_string).collect(),
         routes,
+        queues,
+        timers,
         pool: text(row, 5)?,
         replicas: Replicas::from_db(int(row, 6)?),
         revision: int(row, 7)?,
         created_at: int(row, 3)?,
         updated_at: int(row, 4)?,
     })
+}
+
+/// An app's triggers of one kind other than HTTP, as their canonical specs.
+async fn load_triggers(
+    tx: &mut dyn Tx,
+    id: &str,
+    kind: &str,
+) -> Result<Vec<String>, MetadataError> {
+    tx.query(
+        "SELECT spec FROM triggers WHERE app_id = $1 AND kind = $2 ORDER BY key",
+        &[id.into(), kind.into()],
+    )
+    .await?
+    .iter()
+    .map(|r| text(r, 0))
+    .collect()
 }
 
 async fn load_bindings(tx: &mut dyn Tx, id: &str) -> Result<Vec<Binding>, MetadataError> {
@@ -470,7 +506,13 @@ fn version_from_row(row: &Row) -> Result<Version, MetadataError> {
         imports: serde_json::from_str(&text(row, 3)?)
             .map_err(|e| MetadataError::Backend(format!("stored imports unreadable: {e}")))?,
         created_at: int(row, 4)?,
+        handlers: decode_handlers(&text(row, 5)?),
     })
+}
+
+/// The clock the metadata stamps rows with, in milliseconds since the epoch.
+pub fn now_ms() -> i64 {
+    now()
 }
 
 fn next_cursor<T>(items: &[T], limit: u32, key: impl Fn(&T) -> String) -> Option<String> {

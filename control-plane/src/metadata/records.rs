@@ -1,6 +1,7 @@
 //! What the metadata database holds, as the API and rollouts see it.
 
 use stratus_proto::binding::Binding;
+use stratus_proto::interfaces::Handler;
 
 /// An app as the API shows it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -9,6 +10,10 @@ pub struct App {
     pub live_version: Option<i64>,
     pub bindings: Vec<String>,
     pub routes: Vec<String>,
+    /// Queue triggers, in their canonical syntax.
+    pub queues: Vec<String>,
+    /// Timer triggers, in their canonical syntax.
+    pub timers: Vec<String>,
     /// The worker pool that runs it.
     pub pool: String,
     /// Workers of the pool that run it.
@@ -90,6 +95,9 @@ pub struct Version {
     pub digest: String,
     pub size_bytes: i64,
     pub imports: Vec<String>,
+    /// The handlers it exports, which its app's triggers need.
+    #[serde(skip)]
+    pub handlers: Vec<Handler>,
     pub created_at: i64,
 }
 
@@ -99,6 +107,7 @@ pub struct NewVersion {
     pub digest: String,
     pub size_bytes: i64,
     pub imports: Vec<String>,
+    pub handlers: Vec<Handler>,
 }
 
 /// Changes to an app's mutable state, applied together or not at all.
@@ -113,6 +122,10 @@ pub struct AppChange {
     pub remove_bindings: Vec<String>,
     /// Replace all HTTP routes.
     pub routes: Option<Vec<String>>,
+    /// Replace all queue triggers (canonical specs).
+    pub queues: Option<Vec<String>>,
+    /// Replace all timer triggers (canonical specs).
+    pub timers: Option<Vec<String>>,
     /// Move the app to another worker pool.
     pub pool: Option<String>,
     pub replicas: Option<Replicas>,
@@ -126,6 +139,8 @@ impl AppChange {
             || !self.set_bindings.is_empty()
             || !self.remove_bindings.is_empty()
             || self.routes.is_some()
+            || self.queues.is_some()
+            || self.timers.is_some()
             || self.pool.is_some()
             || self.replicas.is_some()
     }

@@ -3,6 +3,10 @@
 //! live version bound.
 
 use stratus_proto::binding::Binding;
+use stratus_proto::interfaces::Handler;
+use stratus_proto::triggers::QueueTrigger;
+
+use crate::timers::{TimerError, TimerTrigger};
 
 use super::records::AppChange;
 use super::sql::{Tx, Value, first, now, text};
@@ -110,6 +114,22 @@ pub(super) async fn apply_change(
             .await?;
         }
     }
+    if let Some(queues) = &change.queues {
+        replace_triggers(tx, id, "queue", queues, |spec| {
+            spec.parse::<QueueTrigger>()
+                .map(|t| t.name)
+                .map_err(|e| e.to_string())
+        })
+        .await?;
+    }
+    if let Some(timers) = &change.timers {
+        replace_triggers(tx, id, "timer", timers, |spec| {
+            spec.parse::<TimerTrigger>()
+                .map(|t| t.name)
+                .map_err(|e| e.to_string())
+        })
+        .await?;
+    }
     tx.execute(
         "UPDATE apps SET updated_at = $1 WHERE id = $2",
         &[now().into(), id.into()],
@@ -133,6 +153,102 @@ pub(super) async fn apply_change(
             code: "missing_binding",
             message: format!("version {live}: {e}"),
         })?;
+        check_handlers(tx, id, live, &version.handlers).await?;
+    }
+    Ok(())
+}
+
+/// Replaces an app's triggers of one kind; `name` reads a spec's trigger name.
+async fn replace_triggers(
+    tx: &mut dyn Tx,
+    id: &str,
+    kind: &str,
+    specs: &[String],
+    name: impl Fn(&str) -> Result<String, String>,
+) -> Result<(), MetadataError> {
+    tx.execute(
+        "DELETE FROM triggers WHERE app_id = $1 AND kind = $2",
+        &[id.into(), kind.into()],
+    )
+    .await?;
+    let mut names = std::collections::HashSet::new();
+    for spec in specs {
+        let trigger = name(spec).map_err(|message| MetadataError::Refused {
+            code: "invalid_trigger",
+            message,
+        })?;
+        if !names.insert(trigger.clone()) {
+            return Err(MetadataError::Refused {
+                code: "invalid_trigger",
+                message: format!("trigger `{trigger}` is defined twice"),
+            });
+        }
+        // Unique per kind across apps, so the key carries the app.
+        tx.execute(
+            "INSERT INTO triggers (app_id, kind, key, spec) VALUES ($1, $2, $3, $4)",
+            &[
+                id.into(),
+                kind.into(),
+                format!("{id}/{trigger}").into(),
+                spec.as_str().into(),
+            ],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// The rule every change must keep: the live version exports the handler each of the
+/// app's triggers calls.
+async fn check_handlers(
+    tx: &mut dyn Tx,
+    id: &str,
+    live: i64,
+    handlers: &[Handler],
+) -> Result<(), MetadataError> {
+    let rows = tx
+        .query(
+            "SELECT kind, key, spec FROM triggers WHERE app_id = $1 ORDER BY kind, key",
+            &[id.into()],
+        )
+        .await?;
+    for row in &rows {
+        let kind = text(row, 0)?;
+        let (needs, trigger) = match kind.as_str() {
+            "http" => (Handler::Http, "an HTTP route".to_string()),
+            "queue" => (Handler::Message, "a queue".to_string()),
+            _ => {
+                let timer: TimerTrigger = text(row, 2)?.parse().map_err(|e: TimerError| {
+                    MetadataError::Backend(format!("stored timer unreadable: {e}"))
+                })?;
+                if timer.route.is_some() {
+                    (
+                        Handler::Http,
+                        format!("timer `{}`, which targets a route,", timer.name),
+                    )
+                } else {
+                    (Handler::Timer, format!("timer `{}`", timer.name))
+                }
+            }
+        };
+        if !handlers.contains(&needs) {
+            let exports = if handlers.is_empty() {
+                "no handler".to_string()
+            } else {
+                handlers
+                    .iter()
+                    .map(|h| format!("a {} handler", h.as_str()))
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            };
+            return Err(MetadataError::Refused {
+                code: "missing_handler",
+                message: format!(
+                    "version {live} cannot take {trigger}: it needs an export of {}, and the component exports {exports}",
+                    needs.export_names()
+                ),
+            });
+        }
     }
     Ok(())
 }

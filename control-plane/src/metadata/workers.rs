@@ -440,7 +440,55 @@ impl Metadata {
                 &[worker.into()],
             )
             .await?;
+        let queues = tx
+            .query(
+                "SELECT t.app_id, t.spec FROM triggers t JOIN placements p ON p.app_id = t.app_id
+                 WHERE p.worker_id = $1 AND t.kind = 'queue' ORDER BY t.app_id, t.key",
+                &[worker.into()],
+            )
+            .await?;
+        // Every placement of the apps placed here: a queue trigger's concurrency is split
+        // over them, so the pool as a whole never runs more than it allows.
+        let holders = tx
+            .query(
+                "SELECT p2.app_id, p2.worker_id FROM placements p JOIN placements p2 ON p2.app_id = p.app_id
+                 WHERE p.worker_id = $1 ORDER BY p2.app_id, p2.worker_id",
+                &[worker.into()],
+            )
+            .await?;
         tx.commit().await?;
+
+        let mut positions: HashMap<String, (usize, usize)> = HashMap::new();
+        for row in &holders {
+            let entry = positions.entry(text(row, 0)?).or_insert((0, 0));
+            if text(row, 1)? == worker {
+                entry.0 = entry.1;
+            }
+            entry.1 += 1;
+        }
+        let mut app_queues: HashMap<String, Vec<pb::QueueAssignment>> = HashMap::new();
+        for row in &queues {
+            let app_id = text(row, 0)?;
+            let spec = text(row, 1)?;
+            let Ok(trigger) = spec.parse::<stratus_proto::triggers::QueueTrigger>() else {
+                continue;
+            };
+            let (index, holders) = positions.get(&app_id).copied().unwrap_or((0, 1));
+            let concurrency = if trigger.fifo {
+                // One consumer per FIFO trigger: the first holder runs every group.
+                if index == 0 {
+                    trigger.max_concurrency
+                } else {
+                    0
+                }
+            } else {
+                stratus_proto::triggers::concurrency_share(trigger.max_concurrency, index, holders)
+            };
+            app_queues
+                .entry(app_id)
+                .or_default()
+                .push(pb::QueueAssignment { spec, concurrency });
+        }
 
         let mut pool_routes: Vec<(String, pb::PoolRoute)> = Vec::new();
         for row in &routes {
@@ -489,6 +537,7 @@ impl Metadata {
                     .map(|r| r.to_vec())
                     .unwrap_or_default(),
                 bindings: app_bindings.remove(&id).unwrap_or_default(),
+                queues: app_queues.remove(&id).unwrap_or_default(),
             });
         }
         let routes = pool_routes

@@ -21,8 +21,12 @@ use stratus_proto::pb;
 
 use super::fetch::Components;
 use crate::capabilities::{Capabilities, Providers};
+use crate::queues::EmbeddedQueues;
 use crate::runtime::{App, Runtime};
+use crate::trigger::queue::QueueConsumer;
 use crate::trigger::routes::{Backend, Entry, Routes};
+use std::sync::atomic::Ordering;
+use stratus_proto::triggers::QueueTrigger;
 
 /// A failed revision is tried again on a later feed after this long.
 const RETRY_FAILED_AFTER: Duration = Duration::from_secs(30);
@@ -45,6 +49,9 @@ struct Loaded {
     revision: i64,
     app: Arc<App>,
     routes: Vec<String>,
+    /// The queue triggers as the feed gave them, and their running consumers.
+    queues: Vec<pb::QueueAssignment>,
+    consumers: Vec<QueueConsumer>,
 }
 
 #[derive(Default)]
@@ -64,6 +71,7 @@ pub struct Assignments {
     providers: Arc<Providers>,
     components: Components,
     reporter: Reporter,
+    queues: EmbeddedQueues,
     /// Where embedded providers keep their files.
     providers_dir: PathBuf,
     /// The last feed, kept across restarts.
@@ -81,6 +89,8 @@ pub struct Setup {
     pub providers: Arc<Providers>,
     pub components: Components,
     pub reporter: Reporter,
+    /// The embedded queues `embedded` queue triggers read.
+    pub queues: EmbeddedQueues,
 }
 
 impl Assignments {
@@ -91,6 +101,7 @@ impl Assignments {
             providers: setup.providers,
             components: setup.components,
             reporter: setup.reporter,
+            queues: setup.queues,
             providers_dir: config.providers_dir.clone(),
             state_file: config.state_dir.join("assignments.pb"),
             own_address: config.http_address.clone(),
@@ -187,12 +198,15 @@ impl Assignments {
             state.failed.retain(|o, _| wanted.contains(o));
             for a in &feed.assignments {
                 let o = owner(&a.tenant, &a.app);
-                if state
-                    .loaded
-                    .get(&o)
-                    .is_some_and(|l| l.revision == a.revision)
+                if let Some(loaded) = state.loaded.get_mut(&o)
+                    && loaded.revision == a.revision
                 {
-                    // Routes may have changed without a reload only with a new revision.
+                    // Routes change only with a new revision; a queue's share also
+                    // moves when workers come and go.
+                    if loaded.queues != a.queues {
+                        loaded.consumers = self.start_consumers(a, &loaded.app);
+                        loaded.queues = a.queues.clone();
+                    }
                     continue;
                 }
                 if state.loading.get(&o) == Some(&a.revision) {
@@ -287,12 +301,18 @@ impl Assignments {
         match result {
             Ok(app) => {
                 state.failed.remove(&o);
+                let app = Arc::new(app);
+                // The previous revision's consumers stop as these start; messages they
+                // still handle finish and are acknowledged.
+                let consumers = self.start_consumers(&a, &app);
                 state.loaded.insert(
                     o.clone(),
                     Loaded {
                         revision: a.revision,
-                        app: Arc::new(app),
+                        app,
                         routes: a.routes.clone(),
+                        queues: a.queues.clone(),
+                        consumers,
                     },
                 );
                 drop(state);
@@ -316,6 +336,66 @@ impl Assignments {
                 self.report(&a, pb::AssignmentState::Failed, why);
             }
         }
+    }
+
+    /// Starts the consumers of an assignment's queue triggers (a share of 0 runs none).
+    fn start_consumers(&self, a: &pb::Assignment, app: &Arc<App>) -> Vec<QueueConsumer> {
+        let mut consumers = Vec::new();
+        for q in &a.queues {
+            if q.concurrency == 0 {
+                continue;
+            }
+            match q.spec.parse::<QueueTrigger>() {
+                Ok(trigger) => {
+                    let name = format!("{}.{}", namespace(&a.tenant, &a.app), trigger.name);
+                    consumers.push(QueueConsumer::start(
+                        app.clone(),
+                        trigger,
+                        q.concurrency,
+                        name,
+                        self.queues.clone(),
+                    ));
+                }
+                Err(e) => {
+                    tracing::warn!(app = %owner(&a.tenant, &a.app), spec = %q.spec, error = %e, "skipping a queue trigger this worker cannot read");
+                }
+            }
+        }
+        consumers
+    }
+
+    /// The state of every queue trigger consumed here, for the heartbeat.
+    pub fn trigger_states(&self) -> Vec<pb::TriggerState> {
+        let state = self.state();
+        let mut out = Vec::new();
+        for a in &state.feed.assignments {
+            let Some(loaded) = state.loaded.get(&owner(&a.tenant, &a.app)) else {
+                continue;
+            };
+            for c in &loaded.consumers {
+                let s = &c.status;
+                out.push(pb::TriggerState {
+                    tenant: a.tenant.clone(),
+                    app: a.app.clone(),
+                    trigger: c.trigger.name.clone(),
+                    failing: s.failing().unwrap_or_default(),
+                    in_flight: s.in_flight.load(Ordering::Relaxed),
+                    handled: s.handled.load(Ordering::Relaxed),
+                    failed: s.failed.load(Ordering::Relaxed),
+                    dead_lettered: s.dead_lettered.load(Ordering::Relaxed),
+                    backlog: s.backlog.load(Ordering::Relaxed),
+                });
+            }
+        }
+        out
+    }
+
+    /// A loaded app, for a timer run dispatched to this worker.
+    pub fn app(&self, tenant: &str, app: &str) -> Option<Arc<App>> {
+        self.state()
+            .loaded
+            .get(&owner(tenant, app))
+            .map(|l| l.app.clone())
     }
 
     async fn try_load(&self, a: &pb::Assignment) -> anyhow::Result<App> {

@@ -4,6 +4,7 @@
 
 pub mod assignments;
 pub mod fetch;
+mod runs;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -20,6 +21,7 @@ use tonic::transport::{Channel, Endpoint};
 use self::assignments::{Assignments, Reporter, Setup};
 use self::fetch::{Components, Source};
 use crate::capabilities::Providers;
+use crate::queues::EmbeddedQueues;
 use crate::runtime::Runtime;
 use crate::trigger::routes::Routes;
 
@@ -102,6 +104,7 @@ impl Agent {
         runtime: Runtime,
         routes: Arc<Routes>,
         providers: Arc<Providers>,
+        queues: EmbeddedQueues,
     ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&config.state_dir)
             .with_context(|| format!("creating {}", config.state_dir.display()))?;
@@ -147,6 +150,7 @@ impl Agent {
                 providers,
                 components,
                 reporter,
+                queues,
             },
             &config,
         );
@@ -184,6 +188,26 @@ impl Agent {
             self.assignments.clone(),
             self.interval.clone(),
         ));
+        let runs = {
+            let (client, worker_id, assignments) = (
+                self.client.clone(),
+                self.config.worker_id.clone(),
+                self.assignments.clone(),
+            );
+            tokio::spawn(async move {
+                let mut backoff = Backoff::default();
+                loop {
+                    let started = tokio::time::Instant::now();
+                    if let Err(e) = runs::follow(&client, &worker_id, &assignments).await {
+                        tracing::debug!(error = %format!("{e:#}"), "timer run stream");
+                    }
+                    if started.elapsed() > Duration::from_secs(10) {
+                        backoff = Backoff::default();
+                    }
+                    tokio::time::sleep(backoff.next()).await;
+                }
+            })
+        };
         let retries = {
             let assignments = self.assignments.clone();
             tokio::spawn(async move {
@@ -198,6 +222,7 @@ impl Agent {
             () = &mut shutdown => {}
         }
         retries.abort();
+        runs.abort();
         self.drain().await;
         heartbeat.abort();
         Ok(())
@@ -326,6 +351,7 @@ async fn heartbeat(
             .heartbeat(pb::HeartbeatRequest {
                 worker_id: config.worker_id.clone(),
                 apps_ready: u32::try_from(assignments.ready_count()).unwrap_or(u32::MAX),
+                triggers: assignments.trigger_states(),
             })
             .await;
         match beat {

@@ -3,6 +3,7 @@
 pub mod aws;
 pub mod config;
 pub mod keyvalue;
+pub mod messaging;
 
 use std::collections::BTreeMap;
 use std::path::Path;

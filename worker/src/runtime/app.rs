@@ -8,7 +8,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use wasmtime::component::{Component, Linker};
+use stratus_proto::interfaces::Handler;
+use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{Store, StoreLimitsBuilder};
 use wasmtime_wasi::WasiCtx;
 use wasmtime_wasi_http::WasiHttpCtx;
@@ -19,6 +20,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use super::body::{GuardedBody, GuestRun};
 use super::cpu_time::{CpuBudget, CpuLimitExceeded};
+use super::event::EventHandlers;
 use super::host_memory::{MAX_FIELDS_BYTES, MAX_RESOURCES};
 use super::request_body::LimitedBody;
 use super::spare::{Spare, SpareSlot};
@@ -62,6 +64,8 @@ pub enum InvocationError {
     RequestTooLarge(u64),
     #[error("no function is deployed at this path")]
     NoRoute,
+    #[error("this function serves no HTTP (it exports no `wasi:http/incoming-handler`)")]
+    NotHttp,
     #[error("no worker of this pool is ready to serve this function yet; retry shortly")]
     NoReplica,
     #[error("the worker holding this function did not answer")]
@@ -76,7 +80,7 @@ impl InvocationError {
             InvocationError::Throttled => http::StatusCode::TOO_MANY_REQUESTS,
             InvocationError::BadRequest(_) => http::StatusCode::BAD_REQUEST,
             InvocationError::RequestTooLarge(_) => http::StatusCode::PAYLOAD_TOO_LARGE,
-            InvocationError::NoRoute => http::StatusCode::NOT_FOUND,
+            InvocationError::NoRoute | InvocationError::NotHttp => http::StatusCode::NOT_FOUND,
             InvocationError::NoReplica => http::StatusCode::SERVICE_UNAVAILABLE,
             InvocationError::PeerFailed(_) => http::StatusCode::BAD_GATEWAY,
             _ => http::StatusCode::INTERNAL_SERVER_ERROR,
@@ -98,6 +102,7 @@ impl InvocationError {
             | InvocationError::Throttled
             | InvocationError::CpuLimit(_)
             | InvocationError::NoRoute
+            | InvocationError::NotHttp
             | InvocationError::NoReplica
             | InvocationError::PeerFailed(_)
             | InvocationError::RequestTooLarge(_) => self.to_string(),
@@ -159,10 +164,10 @@ async fn yield_waking() {
 /// A unique id per invocation: a random per-process prefix and a counter, formatted only
 /// when printed, so minting one costs neither a system call nor an allocation.
 #[derive(Clone, Copy)]
-struct InvocationId(u64);
+pub(super) struct InvocationId(u64);
 
 impl InvocationId {
-    fn next() -> Self {
+    pub(super) fn next() -> Self {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Self(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
     }
@@ -178,12 +183,15 @@ impl std::fmt::Display for InvocationId {
 }
 
 pub struct App {
-    runtime: Runtime,
-    name: Arc<str>,
-    pre: ProxyPre<InvocationState>,
+    pub(super) runtime: Runtime,
+    pub(super) name: Arc<str>,
+    pub(super) pre: InstancePre<InvocationState>,
+    /// The HTTP handler, when the component exports one.
+    http: Option<ProxyPre<InvocationState>>,
+    pub(super) events: EventHandlers,
     capabilities: Capabilities,
     spare: Arc<SpareSlot>,
-    share: super::fair_share::FairShare,
+    pub(super) share: super::fair_share::FairShare,
 }
 
 impl App {
@@ -197,11 +205,14 @@ impl App {
         let instance_pre = linker
             .instantiate_pre(component)
             .map_err(|e| LoadError::Link(format!("{e:#}")))?;
-        let pre = ProxyPre::new(instance_pre).map_err(|e| {
-            LoadError::from(stratus_proto::interfaces::ComponentError::NoHttpHandler(
-                format!("{e:#}"),
-            ))
-        })?;
+        let http = ProxyPre::new(instance_pre.clone()).ok();
+        let events = EventHandlers::new(&instance_pre);
+        if http.is_none() && !events.handles_messages() && !events.handles_timers() {
+            return Err(stratus_proto::interfaces::ComponentError::NoHandler(
+                "it exports none of them".into(),
+            )
+            .into());
+        }
         let share = super::fair_share::FairShare::new(
             runtime.config().app_concurrency,
             runtime.config().app_queue,
@@ -209,7 +220,9 @@ impl App {
         Ok(Self {
             runtime,
             name: name.into(),
-            pre,
+            pre: instance_pre,
+            http,
+            events,
             capabilities,
             spare: Arc::default(),
             share,
@@ -231,7 +244,22 @@ impl App {
         self.runtime.config().timeout
     }
 
-    fn new_store(&self) -> Store<InvocationState> {
+    /// The handlers this app's component exports.
+    pub fn handlers(&self) -> Vec<Handler> {
+        let mut out = Vec::new();
+        if self.http.is_some() {
+            out.push(Handler::Http);
+        }
+        if self.events.handles_messages() {
+            out.push(Handler::Message);
+        }
+        if self.events.handles_timers() {
+            out.push(Handler::Timer);
+        }
+        out
+    }
+
+    pub(super) fn new_store(&self) -> Store<InvocationState> {
         let config = self.runtime.config();
         let stdout = CapturedOutput::new(config.max_log_bytes);
         let stderr = CapturedOutput::new(config.max_log_bytes);
@@ -310,6 +338,9 @@ impl App {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
+        let Some(handler) = self.http.clone() else {
+            return Err(InvocationError::NotHttp);
+        };
         let timeout = self.runtime.config().timeout;
         let max_request_bytes = self.runtime.config().max_request_bytes;
         if req.body().size_hint().lower() > max_request_bytes {
@@ -366,7 +397,7 @@ impl App {
             let outcome = tokio::time::timeout(timeout, async {
                 let proxy = match proxy {
                     Some(proxy) => proxy,
-                    None => app.pre.instantiate_async(&mut store).await?,
+                    None => handler.instantiate_async(&mut store).await?,
                 };
                 instantiated = true;
                 proxy
@@ -462,6 +493,9 @@ impl App {
         let Ok(tokio_runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
+        let Some(http) = self.http.clone() else {
+            return;
+        };
         let Some(claim) = self.spare.claim() else {
             return;
         };
@@ -477,7 +511,7 @@ impl App {
         tokio_runtime.spawn(async move {
             let mut store = app.new_store();
             let timeout = app.runtime.config().timeout;
-            let made = tokio::time::timeout(timeout, app.pre.instantiate_async(&mut store)).await;
+            let made = tokio::time::timeout(timeout, http.instantiate_async(&mut store)).await;
             let failure = match made {
                 Ok(Ok(proxy)) => {
                     claim.finish(Some(Spare {
@@ -501,7 +535,7 @@ impl App {
         });
     }
 
-    fn ship_logs(&self, store: &Store<InvocationState>, invocation: InvocationId) {
+    pub(super) fn ship_logs(&self, store: &Store<InvocationState>, invocation: InvocationId) {
         for (stream, out) in [
             ("stdout", &store.data().stdout),
             ("stderr", &store.data().stderr),

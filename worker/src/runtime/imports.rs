@@ -10,7 +10,7 @@ use stratus_proto::names::NameError;
 
 use crate::binding::Kind;
 use crate::capabilities::Capabilities;
-use crate::capabilities::{config, keyvalue};
+use crate::capabilities::{config, keyvalue, messaging};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -42,6 +42,7 @@ pub fn link(
     };
     let mut kv_linked = Vec::new();
     let mut config_linked = Vec::new();
+    let mut messaging_linked = Vec::new();
     for (import, _) in component.component_type().imports(engine) {
         match check_import(import, &bound)? {
             Provided::Wasi => {}
@@ -51,6 +52,20 @@ pub fn link(
                         .map_err(link_err)?;
                     kv_linked.push(rev);
                 }
+            }
+            Provided::MessagingTypes(types) => {
+                if !messaging_linked.contains(&types) {
+                    messaging::host::add_to_linker(&mut linker, types, InvocationState::messaging)
+                        .map_err(link_err)?;
+                    messaging_linked.push(types);
+                }
+            }
+            Provided::TimerTypes => {
+                crate::generated::stratus::platform::timer_types::add_to_linker::<_, TimerTypes>(
+                    &mut linker,
+                    |s| s,
+                )
+                .map_err(link_err)?;
             }
             Provided::Config(rev) => {
                 if !config_linked.contains(&rev) {
@@ -63,3 +78,12 @@ pub fn link(
     }
     Ok(linker)
 }
+
+/// Names the store state for the type-only `stratus:platform/timer-types` interface.
+struct TimerTypes;
+
+impl wasmtime::component::HasData for TimerTypes {
+    type Data<'a> = &'a mut InvocationState;
+}
+
+impl crate::generated::stratus::platform::timer_types::Host for &mut InvocationState {}

@@ -10,6 +10,7 @@ pub mod budget;
 mod cache;
 mod cpu_time;
 mod engine;
+mod event;
 mod fair_share;
 mod host_memory;
 mod imports;
@@ -25,6 +26,7 @@ use std::time::Duration;
 
 pub use self::app::{App, InvocationError, Response};
 pub use self::cpu_time::{CpuLimitExceeded, guests_spinning};
+pub use self::event::{Event, EventError, TimerEvent};
 pub use self::imports::LoadError;
 pub use self::teardown::poll_deferring_teardown;
 pub use stratus_proto::interfaces::check_imports;

@@ -12,6 +12,7 @@ use super::host_memory::BODY_CHUNK_BYTES;
 use super::stdio::CapturedOutput;
 use crate::capabilities::config::{ConfigValues, ConfigView};
 use crate::capabilities::keyvalue::host::{KvCtx, KvView};
+use crate::capabilities::messaging::host::MessagingView;
 
 pub struct InvocationState {
     pub(super) wasi: WasiCtx,
@@ -32,6 +33,12 @@ impl InvocationState {
     pub fn kv(&mut self) -> KvView<'_> {
         KvView {
             ctx: &mut self.kv,
+            table: &mut self.table,
+        }
+    }
+
+    pub fn messaging(&mut self) -> MessagingView<'_> {
+        MessagingView {
             table: &mut self.table,
         }
     }

@@ -4,5 +4,6 @@ pub mod coalesce;
 pub mod forward;
 pub mod http;
 mod linger;
+pub mod queue;
 pub mod routes;
 mod stall;

@@ -1,0 +1,165 @@
+//! `wasi:messaging/types@0.2.0-draft` host: the `message` and `client` resources a
+//! handler receives and builds. Message sizes are bounded (a guest cannot make the host
+//! hold more than [`MAX_MESSAGE_BYTES`] of body per message); `wasmcloud:messaging`'s
+//! types are plain records and need no host code.
+
+use wasmtime::component::{HasData, Resource, ResourceTable};
+
+use stratus_proto::interfaces::MessagingTypes;
+
+use super::{Client, MAX_MESSAGE_BYTES, MAX_METADATA_BYTES, Message};
+use crate::generated::wasi::messaging::types as wasi;
+use crate::generated::wasmcloud::messaging::types as wasmcloud;
+
+pub struct MessagingView<'a> {
+    pub table: &'a mut ResourceTable,
+}
+
+pub struct MessagingData;
+
+impl HasData for MessagingData {
+    type Data<'a> = MessagingView<'a>;
+}
+
+fn too_large(what: &str, limit: usize) -> wasmtime::Error {
+    wasmtime::Error::msg(format!(
+        "the guest set a message {what} over the {limit}-byte limit"
+    ))
+}
+
+impl MessagingView<'_> {
+    fn message(&mut self, m: &Resource<Message>) -> wasmtime::Result<&mut Message> {
+        Ok(self.table.get_mut(m)?)
+    }
+
+    fn check_metadata(message: &Message) -> wasmtime::Result<()> {
+        if message.metadata_bytes() > MAX_METADATA_BYTES {
+            return Err(too_large("metadata", MAX_METADATA_BYTES));
+        }
+        Ok(())
+    }
+}
+
+impl wasi::Host for MessagingView<'_> {}
+
+impl wasmcloud::Host for MessagingView<'_> {}
+
+impl wasi::HostClient for MessagingView<'_> {
+    async fn connect(
+        &mut self,
+        name: String,
+    ) -> wasmtime::Result<Result<Resource<Client>, wasi::Error>> {
+        // Sending is the producer capability's; a component that imports only the
+        // types has no binding to send through.
+        Ok(Err(wasi::Error::Other(format!(
+            "no messaging binding `{name}`: this component imports no producer"
+        ))))
+    }
+
+    async fn disconnect(
+        &mut self,
+        _c: Resource<Client>,
+    ) -> wasmtime::Result<Result<(), wasi::Error>> {
+        Ok(Ok(()))
+    }
+
+    async fn drop(&mut self, c: Resource<Client>) -> wasmtime::Result<()> {
+        self.table.delete(c)?;
+        Ok(())
+    }
+}
+
+impl wasi::HostMessage for MessagingView<'_> {
+    async fn new(&mut self, data: Vec<u8>) -> wasmtime::Result<Resource<Message>> {
+        if data.len() > MAX_MESSAGE_BYTES {
+            return Err(too_large("body", MAX_MESSAGE_BYTES));
+        }
+        Ok(self.table.push(Message {
+            data,
+            ..Message::default()
+        })?)
+    }
+
+    async fn topic(&mut self, m: Resource<Message>) -> wasmtime::Result<Option<String>> {
+        Ok(self.message(&m)?.topic.clone())
+    }
+
+    async fn content_type(&mut self, m: Resource<Message>) -> wasmtime::Result<Option<String>> {
+        Ok(self.message(&m)?.content_type.clone())
+    }
+
+    async fn set_content_type(
+        &mut self,
+        m: Resource<Message>,
+        content_type: String,
+    ) -> wasmtime::Result<()> {
+        if content_type.len() > MAX_METADATA_BYTES {
+            return Err(too_large("content type", MAX_METADATA_BYTES));
+        }
+        self.message(&m)?.content_type = Some(content_type);
+        Ok(())
+    }
+
+    async fn data(&mut self, m: Resource<Message>) -> wasmtime::Result<Vec<u8>> {
+        Ok(self.message(&m)?.data.clone())
+    }
+
+    async fn set_data(&mut self, m: Resource<Message>, data: Vec<u8>) -> wasmtime::Result<()> {
+        if data.len() > MAX_MESSAGE_BYTES {
+            return Err(too_large("body", MAX_MESSAGE_BYTES));
+        }
+        self.message(&m)?.data = data;
+        Ok(())
+    }
+
+    async fn metadata(
+        &mut self,
+        m: Resource<Message>,
+    ) -> wasmtime::Result<Option<Vec<(String, String)>>> {
+        let message = self.message(&m)?;
+        Ok((!message.metadata.is_empty()).then(|| message.metadata.clone()))
+    }
+
+    async fn add_metadata(
+        &mut self,
+        m: Resource<Message>,
+        key: String,
+        value: String,
+    ) -> wasmtime::Result<()> {
+        let message = self.message(&m)?;
+        message.set_meta(key, value);
+        Self::check_metadata(message)
+    }
+
+    async fn set_metadata(
+        &mut self,
+        m: Resource<Message>,
+        meta: Vec<(String, String)>,
+    ) -> wasmtime::Result<()> {
+        let message = self.message(&m)?;
+        message.metadata = meta;
+        Self::check_metadata(message)
+    }
+
+    async fn remove_metadata(&mut self, m: Resource<Message>, key: String) -> wasmtime::Result<()> {
+        self.message(&m)?.metadata.retain(|(k, _)| *k != key);
+        Ok(())
+    }
+
+    async fn drop(&mut self, m: Resource<Message>) -> wasmtime::Result<()> {
+        self.table.delete(m)?;
+        Ok(())
+    }
+}
+
+/// Adds one package's message types to the linker.
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut wasmtime::component::Linker<T>,
+    types: MessagingTypes,
+    get: fn(&mut T) -> MessagingView<'_>,
+) -> wasmtime::Result<()> {
+    match types {
+        MessagingTypes::Wasi => wasi::add_to_linker::<T, MessagingData>(linker, get),
+        MessagingTypes::WasmCloud => wasmcloud::add_to_linker::<T, MessagingData>(linker, get),
+    }
+}
