@@ -141,7 +141,9 @@ impl Timers {
                 .metadata
                 .last_scheduled(&row.app_id, &trigger.name)
                 .await?;
-            let mut cursor = now - LATE_MS;
+            // A trigger that never fired starts now; one that did resumes after its last
+            // time, firing what is at most LATE_MS late and catching up the rest.
+            let mut cursor = if last.is_some() { now - LATE_MS } else { now };
             if let Some(last) = last {
                 let missed = trigger.due(last, now - LATE_MS, 100_000);
                 let fire: Vec<i64> = match trigger.catch_up {

@@ -145,7 +145,8 @@ impl TimerGuest for Events {
 impl wasip2::exports::http::incoming_handler::Guest for Events {
     fn handle(request: IncomingRequest, out: ResponseOutparam) {
         let path = request.path_with_query().unwrap_or_default();
-        let Some(key) = path.strip_prefix("/kv/") else {
+        // Under whatever route the app is served at.
+        let Some((_, key)) = path.split_once("/kv/") else {
             return guest_http::respond(out, 404, b"try /kv/KEY\n");
         };
         match bucket().and_then(|b| b.get(key).map_err(|e| format!("{e:?}"))) {
