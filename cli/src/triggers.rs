@@ -152,6 +152,11 @@ Examples:
         /// The data directory of the `fnctl up` or `fnctl dev` that holds the queue.
         #[arg(long)]
         data_dir: Option<std::path::PathBuf>,
+        /// The tenant whose queue it is (deployed apps' embedded queues are per tenant);
+        /// default: `fnctl up`'s own tenant when the data directory is `fnctl up`'s,
+        /// none for `fnctl dev`.
+        #[arg(long)]
+        tenant: Option<String>,
     },
 }
 
@@ -163,8 +168,18 @@ pub async fn queue(args: QueueArgs) -> anyhow::Result<()> {
             content_type,
             group,
             data_dir,
+            tenant,
         } => {
             let dir = data_dir.unwrap_or_else(crate::config::default_data_dir);
+            let tenant = tenant.or_else(|| {
+                dir.join("control-plane")
+                    .exists()
+                    .then(|| crate::up::LOCAL_TENANT.to_string())
+            });
+            let name = match tenant {
+                Some(t) => format!("{t}.{name}"),
+                None => name,
+            };
             let message = stratus_worker::queues::Outgoing {
                 body: body.into_bytes(),
                 content_type,

@@ -26,7 +26,7 @@ use stratus_worker::trigger::routes::Routes;
 use crate::config::Credentials;
 
 /// The one tenant of a local platform.
-const LOCAL_TENANT: &str = "local";
+pub const LOCAL_TENANT: &str = "local";
 
 #[derive(Args)]
 #[command(after_help = "\

@@ -27,14 +27,21 @@ fn nats_url() -> String {
     std::env::var("STRATUS_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
 }
 
-/// The app's bucket lives in the operator's Redis backend.
+/// The app's bucket lives in the operator's Redis backend; tenants may read the NATS
+/// server on this machine.
 fn platform() -> Platform {
+    let nats = nats_url();
+    let port = nats.rsplit(':').next().unwrap_or("4222");
     Platform::with_config(&format!(
         r#"
 [tenancy.backends.shared]
 provider = "redis"
 options = {{ url = "{}" }}
 default = true
+
+[tenancy.endpoints.nats]
+hosts = ["127.0.0.1"]
+ports = [{port}]
 "#,
         redis_url()
     ))
@@ -88,10 +95,12 @@ async fn a_queue_trigger_handles_every_message_and_survives_a_killed_worker() {
         "jobs=nats:url={},stream={stream},batch_size=10,concurrency=8,max_receives=3,backoff=fixed,backoff_ms=100,dead_letter=dead.{id},visibility_ms=3000",
         nats_url()
     );
+    // Its bucket lives in a Redis that outlives the test: a fresh app, a fresh namespace.
+    let app = format!("events-{id}");
     p.deploy(
         api,
         &wasm("events"),
-        "events",
+        &app,
         &[
             "--bind",
             "kv=redis",
@@ -123,7 +132,7 @@ async fn a_queue_trigger_handles_every_message_and_survives_a_killed_worker() {
     // Once a few hundred are handled, SIGKILL a worker mid-stream.
     let started = Instant::now();
     loop {
-        let (ok, out, _) = p.fnctl(api, &["triggers", "events", "-o", "json"]);
+        let (ok, out, _) = p.fnctl(api, &["triggers", &app, "-o", "json"]);
         assert!(ok);
         let triggers: Value = serde_json::from_str(&out).unwrap();
         let handled = triggers
@@ -190,7 +199,7 @@ async fn a_queue_trigger_handles_every_message_and_survives_a_killed_worker() {
         max <= 8,
         "the pool-wide concurrency cap of 8 was exceeded: {max}"
     );
-    let (ok, out, _) = p.fnctl(api, &["triggers", "events"]);
+    let (ok, out, _) = p.fnctl(api, &["triggers", &app]);
     assert!(
         ok && out.contains("jobs") && out.contains("active"),
         "{out}"
@@ -198,8 +207,8 @@ async fn a_queue_trigger_handles_every_message_and_survives_a_killed_worker() {
 }
 
 /// Runs of `trigger` as `fnctl runs` lists them: scheduled time → (state, attempt).
-fn runs(p: &Platform, api: u16, trigger: &str) -> BTreeMap<i64, (String, i64)> {
-    let (ok, out, err) = p.fnctl(api, &["runs", "events", "--limit", "500", "-o", "json"]);
+fn runs(p: &Platform, api: u16, app: &str, trigger: &str) -> BTreeMap<i64, (String, i64)> {
+    let (ok, out, err) = p.fnctl(api, &["runs", app, "--limit", "500", "-o", "json"]);
     assert!(ok, "{out}{err}");
     let runs: Value = serde_json::from_str(&out).unwrap();
     let mut by_time = BTreeMap::new();
@@ -230,10 +239,14 @@ async fn timers_fire_once_across_two_control_planes_and_catch_up_by_policy() {
     let _w0 = p.worker(grpc_a, "t0", ports[0], "a");
     let _w1 = p.worker(grpc_b, "t1", ports[1], "b");
     p.wait_workers_up(api_a, 2);
+    let app = format!(
+        "timers-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    );
     p.deploy(
         api_a,
         &wasm("events"),
-        "events",
+        &app,
         &[
             "--bind",
             "kv=redis",
@@ -253,7 +266,7 @@ async fn timers_fire_once_across_two_control_planes_and_catch_up_by_policy() {
     tokio::time::sleep(Duration::from_secs(12)).await;
 
     // Once per second, no gaps, no duplicates, every run succeeded.
-    let ticks = runs(&p, api_a, "tick");
+    let ticks = runs(&p, api_a, &app, "tick");
     let times: Vec<i64> = ticks.keys().copied().collect();
     assert!(times.len() >= 8, "{ticks:?}");
     for pair in times.windows(2) {
@@ -272,7 +285,7 @@ async fn timers_fire_once_across_two_control_planes_and_catch_up_by_policy() {
     seen.dedup();
     assert_eq!(seen.len(), n, "a scheduled time ran twice: {log}");
     // A failing first attempt is retried and then succeeds.
-    let failing = runs(&p, api_a, "failing");
+    let failing = runs(&p, api_a, &app, "failing");
     assert!(
         failing.values().any(|(s, a)| s == "succeeded" && *a == 2),
         "no retried run succeeded: {failing:?}"
@@ -290,7 +303,7 @@ async fn timers_fire_once_across_two_control_planes_and_catch_up_by_policy() {
 
     // `all`: every 2 s slot through the outage fired; `skip`: the seconds missed by more
     // than the lateness allowance did not.
-    let every2: Vec<i64> = runs(&p, api_a, "every2").keys().copied().collect();
+    let every2: Vec<i64> = runs(&p, api_a, &app, "every2").keys().copied().collect();
     for pair in every2.windows(2) {
         assert_eq!(
             pair[1] - pair[0],
@@ -304,7 +317,7 @@ async fn timers_fire_once_across_two_control_planes_and_catch_up_by_policy() {
             .any(|t| *t > outage_start + 2000 && *t < outage_end - 5000),
         "{every2:?}"
     );
-    let ticks: Vec<i64> = runs(&p, api_a, "tick").keys().copied().collect();
+    let ticks: Vec<i64> = runs(&p, api_a, &app, "tick").keys().copied().collect();
     let missed_window = ticks
         .iter()
         .filter(|t| **t > outage_start + 1000 && **t < outage_end - 6000)
@@ -390,4 +403,26 @@ async fn deploys_are_refused_without_the_handler_a_trigger_calls() {
     );
     assert!(!ok);
     assert!(err.contains("colour"), "{err}");
+    // A queue source is the operator's network: a NATS server off the allow-list, or a
+    // metadata address, is refused.
+    for url in ["nats://127.0.0.1:4999", "nats://169.254.169.254:4222"] {
+        let (ok, _, err) = p.fnctl(
+            api,
+            &[
+                "deploy",
+                wasm("events").to_str().unwrap(),
+                "--app",
+                "events",
+                "--bind",
+                "kv=redis",
+                "--queue",
+                &format!("jobs=nats:url={url},stream=S"),
+            ],
+        );
+        assert!(!ok, "{url} was accepted");
+        assert!(
+            err.contains("allow-list") || err.contains("never reachable"),
+            "{url}: {err}"
+        );
+    }
 }

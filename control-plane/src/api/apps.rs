@@ -231,6 +231,7 @@ pub async fn runs(
                 "state": r.state,
                 "worker": r.worker,
                 "started": r.started_ms.map(super::views::rfc3339),
+                "started_ms": r.started_ms,
                 "duration_ms": r.duration_ms,
                 "message": r.message,
             })
@@ -264,7 +265,7 @@ pub async fn replace_triggers(
     }
     let change = AppChange {
         routes: Some(normalize_routes(&routes)?),
-        queues: Some(canonical_queues(&queues)?),
+        queues: Some(canonical_queues(&state, &queues)?),
         timers: Some(canonical_timers(&timers)?),
         ..AppChange::default()
     };
@@ -335,8 +336,9 @@ pub fn normalize_routes(routes: &[String]) -> Result<Vec<String>, ApiError> {
     Ok(out)
 }
 
-/// Checks queue trigger specs; returns their canonical forms.
-pub fn canonical_queues(specs: &[String]) -> Result<Vec<String>, ApiError> {
+/// Checks queue trigger specs (syntax, then the tenancy policy); returns their
+/// canonical forms.
+pub fn canonical_queues(state: &ApiState, specs: &[String]) -> Result<Vec<String>, ApiError> {
     if specs.len() > MAX_ROUTES {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -351,6 +353,9 @@ pub fn canonical_queues(specs: &[String]) -> Result<Vec<String>, ApiError> {
             e.to_string(),
         )
     })?;
+    for t in &triggers {
+        state.policy.admit_queue(t)?;
+    }
     Ok(triggers.iter().map(ToString::to_string).collect())
 }
 

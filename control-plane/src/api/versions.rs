@@ -160,7 +160,7 @@ pub async fn deploy(
     let queues = manifest
         .queues
         .as_deref()
-        .map(super::apps::canonical_queues)
+        .map(|q| super::apps::canonical_queues(&state, q))
         .transpose()?;
     let timers = manifest
         .timers

@@ -334,6 +334,18 @@ fn resolve_bindings(policy: &crate::tenancy::Policy, feed: &mut pb::AssignmentFe
         for b in &mut a.bindings {
             *b = policy.resolve_for_worker(&a.tenant, &a.app, b);
         }
+        // A queue the policy now refuses (an allow-list narrowed) is not consumed.
+        for q in &mut a.queues {
+            let admitted = q
+                .spec
+                .parse::<stratus_proto::triggers::QueueTrigger>()
+                .map_err(|e| e.to_string())
+                .and_then(|t| policy.admit_queue(&t).map_err(|e| e.to_string()));
+            if let Err(why) = admitted {
+                tracing::warn!(tenant = %a.tenant, app = %a.app, error = %why, "not sending a refused queue trigger");
+                q.concurrency = 0;
+            }
+        }
     }
 }
 

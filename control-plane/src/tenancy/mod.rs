@@ -16,6 +16,7 @@
 //! `fnctl dev`'s do.
 
 pub mod endpoints;
+mod queues;
 pub mod secrets;
 
 use std::collections::{BTreeMap, HashSet};
@@ -40,7 +41,8 @@ pub struct TenancyConfig {
     /// created on first start; replicas must share one).
     pub secrets_key_file: Option<PathBuf>,
     pub backends: BTreeMap<String, BackendConfig>,
-    /// Per provider (`redis`, `dynamo`): where tenants' own endpoints may point.
+    /// Per provider (`redis`, `dynamo`) or queue source (`nats`, `sqs`): where tenants'
+    /// own endpoints may point.
     pub endpoints: BTreeMap<String, EndpointRule>,
 }
 
@@ -148,7 +150,7 @@ impl Policy {
         if let Some(p) = config
             .endpoints
             .keys()
-            .find(|p| !matches!(p.as_str(), "redis" | "dynamo"))
+            .find(|p| !matches!(p.as_str(), "redis" | "dynamo" | "nats" | "sqs"))
         {
             return Err(bad(format!("endpoints for unknown provider `{p}`")));
         }

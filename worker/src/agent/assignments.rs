@@ -26,7 +26,7 @@ use crate::runtime::{App, Runtime};
 use crate::trigger::queue::QueueConsumer;
 use crate::trigger::routes::{Backend, Entry, Routes};
 use std::sync::atomic::Ordering;
-use stratus_proto::triggers::QueueTrigger;
+use stratus_proto::triggers::{QueueSource, QueueTrigger};
 
 /// A failed revision is tried again on a later feed after this long.
 const RETRY_FAILED_AFTER: Duration = Duration::from_secs(30);
@@ -346,7 +346,12 @@ impl Assignments {
                 continue;
             }
             match q.spec.parse::<QueueTrigger>() {
-                Ok(trigger) => {
+                Ok(mut trigger) => {
+                    // A worker's embedded queues are shared by its tenants: each
+                    // tenant's names are its own.
+                    if let QueueSource::Embedded { queue } = &mut trigger.source {
+                        *queue = format!("{}.{queue}", a.tenant);
+                    }
                     let name = format!("{}.{}", namespace(&a.tenant, &a.app), trigger.name);
                     consumers.push(QueueConsumer::start(
                         app.clone(),

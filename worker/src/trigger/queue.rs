@@ -42,6 +42,8 @@ pub struct TriggerStatus {
     pub failed: AtomicU64,
     pub dead_lettered: AtomicU64,
     pub backlog: AtomicU64,
+    /// Woken each time a message is handled (benchmarks wait on it).
+    pub handled_signal: tokio::sync::Notify,
 }
 
 impl TriggerStatus {
@@ -283,6 +285,7 @@ impl Run {
         match outcome {
             Ok(()) => {
                 self.status.handled.fetch_add(1, Ordering::Relaxed);
+                self.status.handled_signal.notify_waiters();
                 if let Err(e) = source.ack(&delivery.receipt).await {
                     // It will be delivered again: at least once.
                     tracing::warn!(trigger = %self.consumer, message = %delivery.id, error = %e, "acknowledging failed");
