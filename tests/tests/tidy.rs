@@ -81,7 +81,15 @@ fn the_control_plane_links_no_runtime_and_no_provider_sdk() {
         .filter(|l| {
             let name = l.split_whitespace().next().unwrap_or("");
             name.starts_with("wasmtime")
-                || ["redis", "redb", "aws-sdk-dynamodb", "stratus-worker"].contains(&name)
+                || [
+                    "redis",
+                    "redb",
+                    "aws-sdk-dynamodb",
+                    "aws-sdk-sqs",
+                    "async-nats",
+                    "stratus-worker",
+                ]
+                .contains(&name)
         })
         .collect();
     assert!(

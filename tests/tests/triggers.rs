@@ -405,6 +405,21 @@ async fn deploys_are_refused_without_the_handler_a_trigger_calls() {
     assert!(err.contains("colour"), "{err}");
     // A queue source is the operator's network: a NATS server off the allow-list, or a
     // metadata address, is refused.
+    let (ok, _, err) = p.fnctl(
+        api,
+        &[
+            "deploy",
+            wasm("events").to_str().unwrap(),
+            "--app",
+            "events",
+            "--bind",
+            "kv=redis",
+            "--queue",
+            "jobs=sqs:queue_url=https://sqs.us-east-1.amazonaws.com/1/jobs",
+        ],
+    );
+    assert!(!ok);
+    assert!(err.contains("worker's own AWS credentials"), "{err}");
     for url in ["nats://127.0.0.1:4999", "nats://169.254.169.254:4222"] {
         let (ok, _, err) = p.fnctl(
             api,

@@ -240,6 +240,7 @@ async fn a_deleted_queue_fails_visibly_and_recovers() {
         visibility: Duration::from_secs(2),
         fifo: false,
         max_in_flight: 1,
+        pool_in_flight: 1,
     };
     let producer = queues::open(&trigger, options.clone(), &embedded)
         .await

@@ -40,6 +40,7 @@ fn options(consumer: &str, fifo: bool) -> OpenOptions {
         visibility: VISIBILITY,
         fifo,
         max_in_flight: 16,
+        pool_in_flight: 16,
     }
 }
 
@@ -362,4 +363,22 @@ async fn embedded_survives_restart() {
     let mut seen: Vec<(String, u32)> = got.iter().map(|d| (body(d), d.receive_count)).collect();
     seen.sort();
     assert_eq!(seen, [("held".to_string(), 1), ("kept".to_string(), 2)]);
+    // Once everything is acknowledged and the queue is opened again, a new message gets
+    // a new id: a guest that de-duplicates on ids never drops it.
+    let mut ids: Vec<String> = got.iter().map(|d| d.id.clone()).collect();
+    for d in &got {
+        source.ack(&d.receipt).await.unwrap();
+    }
+    drop(source);
+    drop(queues);
+    let queues = queues::open_embedded(dir.path()).unwrap();
+    let source = queues::open(&trigger, options("c", false), &queues)
+        .await
+        .unwrap();
+    source.send(None, message("new", None)).await.unwrap();
+    let got = receive_n(&*source, 1, Duration::from_secs(5)).await;
+    ids.push(got[0].id.clone());
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 3, "an id was reused: {ids:?}");
 }

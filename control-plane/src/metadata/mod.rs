@@ -109,7 +109,14 @@ impl Metadata {
         let mut tx = self.db.begin().await?;
         let id = lock_app(tx.as_mut(), tenant, name).await?;
         workers::bump_app_pool(tx.as_mut(), &id).await?;
-        for table in ["placements", "triggers", "bindings", "versions"] {
+        for table in [
+            "placements",
+            "triggers",
+            "bindings",
+            "versions",
+            "timer_runs",
+            "trigger_states",
+        ] {
             tx.execute(
                 &format!("DELETE FROM {table} WHERE app_id = $1"),
                 &[id.as_str().into()],

@@ -154,30 +154,30 @@ impl Metadata {
     pub async fn due_runs(&self, limit: i64) -> Result<Vec<PendingRun>, MetadataError> {
         let mut tx = self.db.begin().await?;
         let at = now();
-        let lapsed = tx
-            .query(
-                "SELECT id, attempt, max_attempts FROM timer_runs WHERE state = 'running' AND deadline_ms < $1",
-                &[at.into()],
-            )
-            .await?;
-        for row in &lapsed {
-            let (id, attempt, max) = (text(row, 0)?, int(row, 1)?, int(row, 2)?);
-            let (state, attempt) = if attempt < max {
-                ("pending", attempt + 1)
-            } else {
-                ("failed", attempt)
-            };
-            tx.execute(
-                "UPDATE timer_runs SET state = $1, attempt = $2, not_before_ms = $3, message = 'the worker did not report back by the deadline'
-                 WHERE id = $4 AND state = 'running'",
-                &[state.into(), attempt.into(), at.into(), id.into()],
-            )
-            .await?;
-        }
+        // One statement each, so a replica never resets an attempt another has just
+        // started (PostgreSQL re-checks the condition on the newest row).
+        tx.execute(
+            "UPDATE timer_runs SET state = 'pending', attempt = attempt + 1, not_before_ms = $1,
+             message = 'the worker did not report back by the deadline'
+             WHERE state = 'running' AND deadline_ms < $1 AND attempt < max_attempts",
+            &[at.into()],
+        )
+        .await?;
+        tx.execute(
+            "UPDATE timer_runs SET state = 'failed', message = 'the worker did not report back by the deadline'
+             WHERE state = 'running' AND deadline_ms < $1 AND attempt >= max_attempts",
+            &[at.into()],
+        )
+        .await?;
+        // Only runs some worker can start: a run of an app with no ready worker waits
+        // without keeping others from their turn.
         let rows = tx
             .query(
-                "SELECT id, app_id, trigger_name, scheduled_ms, attempt FROM timer_runs
-                 WHERE state = 'pending' AND not_before_ms <= $1 ORDER BY not_before_ms LIMIT $2",
+                "SELECT r.id, r.app_id, r.trigger_name, r.scheduled_ms, r.attempt FROM timer_runs r
+                 WHERE r.state = 'pending' AND r.not_before_ms <= $1
+                 AND EXISTS (SELECT 1 FROM placements p JOIN workers w ON w.id = p.worker_id
+                             WHERE p.app_id = r.app_id AND w.state = 'up' AND p.ready_revision IS NOT NULL)
+                 ORDER BY r.not_before_ms LIMIT $2",
                 &[at.into(), limit.into()],
             )
             .await?;
@@ -193,6 +193,34 @@ impl Metadata {
                 })
             })
             .collect()
+    }
+
+    /// Marks `skipped` the pending runs of triggers that no longer exist (removed, or
+    /// their app deleted or made not live).
+    pub async fn skip_orphan_runs(&self) -> Result<(), MetadataError> {
+        let mut tx = self.db.begin().await?;
+        tx.execute(
+            "UPDATE timer_runs SET state = 'skipped', message = 'the trigger was removed'
+             WHERE state IN ('pending', 'running') AND NOT EXISTS (
+                 SELECT 1 FROM triggers t JOIN apps a ON a.id = t.app_id
+                 WHERE t.kind = 'timer' AND t.app_id = timer_runs.app_id
+                 AND t.key = timer_runs.app_id || '/' || timer_runs.trigger_name
+                 AND a.live_version IS NOT NULL)",
+            &[],
+        )
+        .await?;
+        tx.commit().await
+    }
+
+    /// Deletes finished runs scheduled before `before`.
+    pub async fn prune_runs(&self, before: i64) -> Result<(), MetadataError> {
+        let mut tx = self.db.begin().await?;
+        tx.execute(
+            "DELETE FROM timer_runs WHERE scheduled_ms < $1 AND state IN ('succeeded', 'failed', 'skipped')",
+            &[before.into()],
+        )
+        .await?;
+        tx.commit().await
     }
 
     /// Starts a pending run on `worker`: true if this call did (no replica did before).

@@ -41,7 +41,7 @@ pub struct TenancyConfig {
     /// created on first start; replicas must share one).
     pub secrets_key_file: Option<PathBuf>,
     pub backends: BTreeMap<String, BackendConfig>,
-    /// Per provider (`redis`, `dynamo`) or queue source (`nats`, `sqs`): where tenants'
+    /// Per provider (`redis`, `dynamo`) or queue source (`nats`): where tenants'
     /// own endpoints may point.
     pub endpoints: BTreeMap<String, EndpointRule>,
 }
@@ -150,7 +150,7 @@ impl Policy {
         if let Some(p) = config
             .endpoints
             .keys()
-            .find(|p| !matches!(p.as_str(), "redis" | "dynamo" | "nats" | "sqs"))
+            .find(|p| !matches!(p.as_str(), "redis" | "dynamo" | "nats"))
         {
             return Err(bad(format!("endpoints for unknown provider `{p}`")));
         }

@@ -1,9 +1,10 @@
 //! What a tenant's queue triggers may reach. A queue source is the operator's network
-//! (and, for SQS, the worker's AWS credentials) acting for the tenant, like a binding:
-//! a NATS server or an SQS endpoint must be on `[tenancy.endpoints.nats]` /
-//! `[tenancy.endpoints.sqs]` (never link-local or metadata addresses), unless the
-//! platform runs `direct_bindings` for one trusted user. Embedded queues are the
-//! worker's own and namespaced by tenant there, so any name is fine.
+//! acting for the tenant, like a binding: a NATS server must be on
+//! `[tenancy.endpoints.nats]` (never a link-local or metadata address) unless the
+//! platform runs `direct_bindings` for one trusted user. SQS is read with the worker's
+//! own AWS credentials, which reach every queue the worker's role can, so SQS triggers
+//! are for `direct_bindings` platforms until tenants can bring credentials of their own.
+//! Embedded queues are the worker's own and namespaced by tenant there.
 
 use stratus_proto::triggers::{QueueSource, QueueTrigger};
 
@@ -16,36 +17,26 @@ impl Policy {
             return Ok(());
         }
         let name = format!("queue trigger {}", trigger.name);
-        let (provider, urls, schemes, port): (
-            &'static str,
-            Vec<&str>,
-            &'static [&'static str],
-            u16,
-        ) = match &trigger.source {
+        let url = match &trigger.source {
             QueueSource::Embedded { .. } => return Ok(()),
-            QueueSource::Nats { url, .. } => ("nats", vec![url.as_str()], &["nats", "tls"], 4222),
-            QueueSource::Sqs { queue_url } => {
-                let mut urls = vec![queue_url.as_str()];
-                // An SQS dead-letter queue is a URL too.
-                urls.extend(trigger.dead_letter.as_deref());
-                ("sqs", urls, &["https", "http"], 443)
+            QueueSource::Sqs { .. } => {
+                return Err(refused(
+                    &name,
+                    "SQS queues are read with the worker's own AWS credentials, so this platform offers them only with `direct_bindings`",
+                ));
             }
+            QueueSource::Nats { url, .. } => url,
         };
-        let rule = self.config.endpoints.get(provider).ok_or_else(|| {
+        let rule = self.config.endpoints.get("nats").ok_or_else(|| {
             refused(
                 &name,
-                format!(
-                    "this platform does not allow tenants' {provider} queues; the operator lists the endpoints it allows in [tenancy.endpoints.{provider}]"
-                ),
+                "this platform does not allow tenants' NATS servers; the operator lists the ones it allows in [tenancy.endpoints.nats]",
             )
         })?;
-        for url in urls {
-            rule.check(provider, url, schemes, port)
-                .map_err(|source| PolicyError::Endpoint {
-                    binding: name.clone(),
-                    source,
-                })?;
-        }
-        Ok(())
+        rule.check("nats", url, &["nats", "tls"], 4222)
+            .map_err(|source| PolicyError::Endpoint {
+                binding: name,
+                source,
+            })
     }
 }

@@ -11,8 +11,11 @@
 //!   `[timers] run_deadline_ms` passes.
 //! - **Catch-up.** When a replica first sees a trigger (at start, or when it is made),
 //!   times more than [`LATE_MS`] in the past since the last claimed one follow the
-//!   trigger's `catch_up`: `skip` none, `one` the latest, `all` each (at most
-//!   [`schedule::MAX_CATCH_UP`]).
+//!   trigger's `catch_up`: `skip` none, `one` the latest, `all` each (the latest
+//!   [`schedule::MAX_CATCH_UP`], looking back at most a day). So do times a replica
+//!   could not claim in time because the database was away.
+//! - **History.** Finished runs are kept a week; runs of a removed trigger or app are
+//!   skipped, never left to block others.
 
 pub mod schedule;
 
@@ -30,6 +33,11 @@ use crate::metadata::{Metadata, TimerRow};
 pub const LATE_MS: i64 = 5_000;
 /// How often the loop looks for new or changed triggers and for due retries.
 const REFRESH: Duration = Duration::from_millis(500);
+/// How far back catch-up looks for missed times.
+pub const CATCH_UP_WINDOW_MS: i64 = 24 * 3_600_000;
+/// How long finished runs stay in the history.
+const KEEP_RUNS_MS: i64 = 7 * 24 * 3_600_000;
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
 /// `[timers]` in the control plane's config.
 #[derive(Debug, Clone, Deserialize)]
@@ -83,20 +91,38 @@ impl Timers {
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
         let mut refreshed = tokio::time::Instant::now() - REFRESH;
+        let mut pruned = tokio::time::Instant::now() - PRUNE_EVERY;
         loop {
             let mut look = false;
+            let mut failed = false;
             if refreshed.elapsed() >= REFRESH {
                 refreshed = tokio::time::Instant::now();
                 look = true;
                 if let Err(e) = self.refresh().await {
                     tracing::warn!(error = %e, "reading timer triggers");
+                    failed = true;
+                }
+            }
+            if pruned.elapsed() >= PRUNE_EVERY {
+                pruned = tokio::time::Instant::now();
+                if let Err(e) = self.metadata.prune_runs(now_ms() - KEEP_RUNS_MS).await {
+                    tracing::warn!(error = %e, "pruning the timer run history");
                 }
             }
             // Runs due now, and retries whose backoff ended since the last look.
-            if (self.claim_due().await || look)
+            let claimed = match self.claim_due().await {
+                Ok(claimed) => claimed,
+                Err(e) => {
+                    tracing::warn!(error = %e, "claiming timer runs; trying again");
+                    failed = true;
+                    false
+                }
+            };
+            if (claimed || look)
                 && let Err(e) = self.start_due().await
             {
                 tracing::warn!(error = %e, "starting timer runs");
+                failed = true;
             }
             let now = now_ms();
             let next = self
@@ -105,9 +131,13 @@ impl Timers {
                 .filter_map(|t| t.next_ms)
                 .min()
                 .map(|at| Duration::from_millis(u64::try_from(at - now).unwrap_or(0)));
-            let wait = next
+            let mut wait = next
                 .unwrap_or(REFRESH)
                 .min(REFRESH.saturating_sub(refreshed.elapsed()));
+            if failed {
+                // The database is away: never spin on it.
+                wait = wait.max(REFRESH);
+            }
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
                 () = &mut shutdown => return,
@@ -115,7 +145,9 @@ impl Timers {
         }
     }
 
-    /// Picks up new, changed and removed triggers; a new one catches up by its policy.
+    /// Picks up new, changed and removed triggers. A trigger new to this replica
+    /// resumes after its last claimed time by its catch-up policy; a changed one fires
+    /// from now on.
     async fn refresh(&mut self) -> Result<(), crate::metadata::MetadataError> {
         let rows = self.metadata.timer_triggers().await?;
         let mut seen = std::collections::HashSet::new();
@@ -129,37 +161,24 @@ impl Timers {
             };
             let key = (row.app_id.clone(), trigger.name.clone());
             seen.insert(key.clone());
-            if self
-                .tracked
-                .get(&key)
-                .is_some_and(|t| t.row.spec == row.spec)
-            {
+            let known = self.tracked.get(&key);
+            if known.is_some_and(|t| t.row.spec == row.spec) {
                 continue;
             }
             let now = now_ms();
-            let last = self
-                .metadata
-                .last_scheduled(&row.app_id, &trigger.name)
-                .await?;
-            // A trigger that never fired starts now; one that did resumes after its last
-            // time, firing what is at most LATE_MS late and catching up the rest.
-            let mut cursor = if last.is_some() { now - LATE_MS } else { now };
-            if let Some(last) = last {
-                let missed = trigger.due(last, now - LATE_MS, 100_000);
-                let fire: Vec<i64> = match trigger.catch_up {
-                    CatchUp::Skip => Vec::new(),
-                    CatchUp::One => missed.last().copied().into_iter().collect(),
-                    CatchUp::All => {
-                        let skip = missed.len().saturating_sub(schedule::MAX_CATCH_UP);
-                        missed.into_iter().skip(skip).collect()
-                    }
-                };
-                for at in fire {
-                    self.claim(&row, &trigger, at).await?;
+            let next_ms = if known.is_some() {
+                trigger.next_after(now)
+            } else {
+                let last = self
+                    .metadata
+                    .last_scheduled(&row.app_id, &trigger.name)
+                    .await?;
+                match last {
+                    // Never fired: it starts now.
+                    None => trigger.next_after(now),
+                    Some(last) => self.catch_up(&row, &trigger, last, now).await?,
                 }
-                cursor = cursor.max(last);
-            }
-            let next_ms = trigger.next_after(cursor);
+            };
             self.tracked.insert(
                 key,
                 Tracked {
@@ -170,7 +189,33 @@ impl Timers {
             );
         }
         self.tracked.retain(|key, _| seen.contains(key));
+        self.metadata.skip_orphan_runs().await?;
         Ok(())
+    }
+
+    /// Fires, by the trigger's policy, the times after `last` that are more than
+    /// [`LATE_MS`] old (looking back at most [`CATCH_UP_WINDOW_MS`]); returns the next
+    /// time to claim as usual.
+    async fn catch_up(
+        &self,
+        row: &TimerRow,
+        trigger: &TimerTrigger,
+        last: i64,
+        now: i64,
+    ) -> Result<Option<i64>, crate::metadata::MetadataError> {
+        let late = now - LATE_MS;
+        if trigger.catch_up != CatchUp::Skip && last < late {
+            let from = last.max(now - CATCH_UP_WINDOW_MS);
+            let keep = match trigger.catch_up {
+                CatchUp::One => 1,
+                _ => schedule::MAX_CATCH_UP,
+            };
+            let missed = trigger.latest_due(from, late, keep);
+            for at in missed {
+                self.claim(row, trigger, at).await?;
+            }
+        }
+        Ok(trigger.next_after(last.max(late)))
     }
 
     async fn claim(
@@ -195,27 +240,38 @@ impl Timers {
         Ok(claimed)
     }
 
-    /// Claims every time that has come; true if any did (on any replica).
-    async fn claim_due(&mut self) -> bool {
+    /// Claims every time that has come; true if any did (on any replica). A time more
+    /// than [`LATE_MS`] old (the database was away) goes through the catch-up policy.
+    async fn claim_due(&mut self) -> Result<bool, crate::metadata::MetadataError> {
         let now = now_ms();
         let mut any = false;
         let keys: Vec<(String, String)> = self.tracked.keys().cloned().collect();
         for key in keys {
-            while let Some(t) = self.tracked.get(&key) {
-                let Some(at) = t.next_ms.filter(|at| *at <= now) else {
-                    break;
-                };
-                if let Err(e) = self.claim(&t.row, &t.trigger, at).await {
-                    tracing::warn!(trigger = %t.trigger.name, error = %e, "claiming a timer run; trying again");
-                    break;
+            let Some(t) = self.tracked.get(&key) else {
+                continue;
+            };
+            let Some(at) = t.next_ms.filter(|at| *at <= now) else {
+                continue;
+            };
+            let next = if at < now - LATE_MS {
+                let (row, trigger) = (t.row.clone(), t.trigger.clone());
+                self.catch_up(&row, &trigger, at - 1, now).await?
+            } else {
+                let mut at = at;
+                loop {
+                    self.claim(&t.row, &t.trigger, at).await?;
+                    match t.trigger.next_after(at) {
+                        Some(next) if next <= now => at = next,
+                        other => break other,
+                    }
                 }
-                any = true;
-                if let Some(t) = self.tracked.get_mut(&key) {
-                    t.next_ms = t.trigger.next_after(at);
-                }
+            };
+            any = true;
+            if let Some(t) = self.tracked.get_mut(&key) {
+                t.next_ms = next;
             }
         }
-        any
+        Ok(any)
     }
 
     /// Starts due runs on workers this replica holds a stream for.

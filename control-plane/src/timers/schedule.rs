@@ -102,6 +102,21 @@ impl TimerTrigger {
         }
     }
 
+    /// The latest `keep` scheduled times in `(after_ms, until_ms]`, oldest first. Walks
+    /// forward from `after_ms` (at most a day of per-second times is 86,400 steps).
+    pub fn latest_due(&self, after_ms: i64, until_ms: i64, keep: usize) -> Vec<i64> {
+        let mut out = std::collections::VecDeque::with_capacity(keep + 1);
+        let mut at = after_ms;
+        while let Some(next) = self.next_after(at).filter(|n| *n <= until_ms) {
+            out.push_back(next);
+            if out.len() > keep {
+                out.pop_front();
+            }
+            at = next;
+        }
+        out.into()
+    }
+
     /// The scheduled times in `(after_ms, until_ms]`, at most `limit` of them, oldest
     /// first.
     pub fn due(&self, after_ms: i64, until_ms: i64, limit: usize) -> Vec<i64> {

@@ -351,6 +351,9 @@ impl Assignments {
                     // tenant's names are its own.
                     if let QueueSource::Embedded { queue } = &mut trigger.source {
                         *queue = format!("{}.{queue}", a.tenant);
+                        if let Some(dead) = &mut trigger.dead_letter {
+                            *dead = format!("{}.{dead}", a.tenant);
+                        }
                     }
                     let name = format!("{}.{}", namespace(&a.tenant, &a.app), trigger.name);
                     consumers.push(QueueConsumer::start(

@@ -21,8 +21,31 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::Notify;
 
 use super::{Delivery, OpenOptions, Outgoing, QueueError, QueueSource, Receipt};
+use crate::capabilities::messaging::MAX_MESSAGE_BYTES;
 
 const TABLE: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("queue");
+/// Each queue's next sequence number, so message ids are never reused, even once every
+/// message of a queue has been acknowledged and the process restarted.
+const NEXT_SEQ: TableDefinition<&str, u64> = TableDefinition::new("queue_next_seq");
+
+/// Longest queue name held here: a tenant's prefix and the trigger's name.
+const MAX_NAME: usize = 255;
+
+fn valid_name(name: &str) -> bool {
+    (1..=MAX_NAME).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+fn check_size(message: &Outgoing) -> Result<(), QueueError> {
+    if message.body.len() > MAX_MESSAGE_BYTES {
+        return Err(QueueError::Config(format!(
+            "a message body is at most {MAX_MESSAGE_BYTES} bytes"
+        )));
+    }
+    Ok(())
+}
 
 fn err(e: impl Into<redb::Error>) -> QueueError {
     QueueError::Unavailable(format!("embedded queue: {}", e.into()))
@@ -137,9 +160,10 @@ fn spool_dir(data_dir: &Path) -> std::path::PathBuf {
 /// queues to take (what `fnctl queue send` does).
 pub fn spool(data_dir: &Path, queue: &str, message: &Outgoing) -> Result<(), QueueError> {
     use std::io::Write;
-    if !stratus_proto::triggers::valid_queue_name(queue) {
+    if !valid_name(queue) {
         return Err(QueueError::Config(format!("invalid queue name `{queue}`")));
     }
+    check_size(message)?;
     let io = |e: std::io::Error| QueueError::Unavailable(format!("spooling: {e}"));
     let dir = spool_dir(data_dir).join(queue);
     std::fs::create_dir_all(&dir).map_err(io)?;
@@ -220,6 +244,7 @@ impl EmbeddedQueues {
             .map_err(|e| QueueError::Unavailable(format!("opening {}: {e}", path.display())))?;
         let txn = db.begin_write().map_err(err)?;
         txn.open_table(TABLE).map_err(err)?;
+        txn.open_table(NEXT_SEQ).map_err(err)?;
         txn.commit().map_err(err)?;
         Ok(Self {
             db: Arc::new(db),
@@ -236,7 +261,12 @@ impl EmbeddedQueues {
         let txn = self.db.begin_read().map_err(err)?;
         let table = txn.open_table(TABLE).map_err(err)?;
         let mut entries = BTreeMap::new();
-        let mut next_seq = 1;
+        let mut next_seq = txn
+            .open_table(NEXT_SEQ)
+            .map_err(err)?
+            .get(queue)
+            .map_err(err)?
+            .map_or(1, |v| v.value());
         for item in table.range((queue, 0)..=(queue, u64::MAX)).map_err(err)? {
             let (key, value) = item.map_err(err)?;
             let (_, seq) = key.value();
@@ -244,7 +274,7 @@ impl EmbeddedQueues {
                 tracing::warn!(queue, seq, "skipping an unreadable embedded queue record");
                 continue;
             };
-            next_seq = seq + 1;
+            next_seq = next_seq.max(seq + 1);
             entries.insert(
                 seq,
                 Entry {
@@ -269,7 +299,7 @@ impl EmbeddedQueues {
         name: &str,
         options: OpenOptions,
     ) -> Result<EmbeddedQueue, QueueError> {
-        if !stratus_proto::triggers::valid_queue_name(name) {
+        if !valid_name(name) {
             return Err(QueueError::Config(format!("invalid queue name `{name}`")));
         }
         Ok(EmbeddedQueue {
@@ -289,6 +319,7 @@ impl EmbeddedQueues {
                 visibility: Duration::ZERO,
                 fifo: false,
                 max_in_flight: 1,
+                pool_in_flight: 1,
             },
         )?;
         queue.send(None, message).await
@@ -529,6 +560,7 @@ impl QueueSource for EmbeddedQueue {
         if let Some(other) = to.filter(|t| *t != self.name) {
             return self.queues.send(other, message).await;
         }
+        check_size(&message)?;
         if self.options.fifo && message.group.is_none() {
             return Err(QueueError::Config(
                 "a FIFO queue needs a message group".into(),
@@ -553,14 +585,26 @@ impl QueueSource for EmbeddedQueue {
             body: message.body,
         };
         let name = self.name.clone();
-        self.queues
-            .write(move |table| {
+        let db = self.queues.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_write().map_err(err)?;
+            {
+                let mut table = txn.open_table(TABLE).map_err(err)?;
                 table
                     .insert((name.as_str(), seq), record.encode().as_slice())
                     .map_err(err)?;
-                Ok(())
-            })
-            .await?;
+                let mut next = txn.open_table(NEXT_SEQ).map_err(err)?;
+                let stored = next
+                    .get(name.as_str())
+                    .map_err(err)?
+                    .map_or(0, |v| v.value());
+                next.insert(name.as_str(), stored.max(seq + 1))
+                    .map_err(err)?;
+            }
+            txn.commit().map_err(err)
+        })
+        .await
+        .map_err(|e| QueueError::Unavailable(e.to_string()))??;
         // Indexed only once stored: a receiver never sees a message a crash could lose.
         self.entries().insert(
             seq,

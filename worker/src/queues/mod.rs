@@ -76,9 +76,12 @@ pub struct OpenOptions {
     pub visibility: Duration,
     /// In-order delivery per message group.
     pub fifo: bool,
-    /// Deliveries this consumer may hold at once (the trigger's pool-wide concurrency;
-    /// a source that can cap outstanding messages server-side does).
+    /// Deliveries this consumer may hold at once (its share of the trigger's
+    /// concurrency): what a source may fetch ahead.
     pub max_in_flight: u32,
+    /// Deliveries the whole pool may hold at once (the trigger's concurrency): a source
+    /// that can cap outstanding messages server-side does.
+    pub pool_in_flight: u32,
 }
 
 #[async_trait]

@@ -94,19 +94,41 @@ impl NatsSource {
             max_ack_pending: if options.fifo {
                 1
             } else {
-                i64::from(options.max_in_flight.max(1))
+                i64::from(options.pool_in_flight.max(1))
             },
             ..Default::default()
         };
-        let consumer = handle
-            .get_or_create_consumer(&durable, config)
+        let mut consumer: jetstream::consumer::PullConsumer = handle
+            .get_or_create_consumer(&durable, config.clone())
             .await
             .map_err(unavailable)?;
+        // A trigger changed since the consumer was made (visibility, concurrency, FIFO,
+        // subject): made again, since the server keeps the old settings otherwise. What
+        // it held is delivered again: at least once.
+        let current = consumer.info().await.map_err(unavailable)?.config.clone();
+        if current.ack_wait != config.ack_wait
+            || current.max_ack_pending != config.max_ack_pending
+            || current.filter_subject != config.filter_subject
+        {
+            tracing::info!(consumer = %durable, "the trigger changed; making its JetStream consumer again");
+            handle
+                .delete_consumer(&durable)
+                .await
+                .map_err(unavailable)?;
+            consumer = handle.create_consumer(config).await.map_err(unavailable)?;
+        }
+        // Fetch ahead no more than this worker's share: what waits in the worker has
+        // its ack_wait running and would be delivered elsewhere if it waited too long.
+        let prefetch = if options.fifo {
+            1
+        } else {
+            options.max_in_flight
+        };
         Ok(Self {
             js,
             consumer,
             subject,
-            prefetch: options.max_in_flight.clamp(1, 256) as usize,
+            prefetch: prefetch.clamp(1, 256) as usize,
             messages: tokio::sync::Mutex::new(None),
             held: Default::default(),
         })

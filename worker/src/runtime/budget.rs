@@ -22,7 +22,7 @@ use wasmtime::{ResourceLimiter, StoreLimits};
 pub(super) const FLOOR_RESOURCES: usize = 64;
 
 /// The most host memory one resource can stand for (a full header map or body write).
-pub(super) const RESOURCE_BYTES: usize = super::host_memory::MAX_FIELDS_BYTES;
+pub const RESOURCE_BYTES: usize = super::host_memory::MAX_FIELDS_BYTES;
 
 /// The worker's budget: linear memory and host-resource grants, each from its share.
 #[derive(Debug)]

@@ -15,7 +15,7 @@
 //! - A source that cannot be opened or read puts the trigger in a failing state with
 //!   the reason, and is tried again with backoff; nothing crashes and nothing spins.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,12 +23,16 @@ use std::time::Duration;
 use stratus_proto::triggers::QueueTrigger;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::capabilities::messaging::Message;
-use crate::queues::{self, Delivery, EmbeddedQueues, OpenOptions, Outgoing, QueueSource};
+use crate::capabilities::messaging::{MAX_MESSAGE_BYTES, Message};
+use crate::queues::{self, Delivery, EmbeddedQueues, OpenOptions, Outgoing, QueueSource, Receipt};
 use crate::runtime::{App, Event};
 
 /// How long one receive waits for a first message before asking again.
 const RECEIVE_WAIT: Duration = Duration::from_secs(5);
+/// How long a message waits in the worker for a slot while the app or worker is full.
+const OVERLOAD_PATIENCE: Duration = Duration::from_secs(30);
+/// How often the backlog is asked for (it is a call to the source).
+const BACKLOG_EVERY: Duration = Duration::from_secs(5);
 /// Backoff between attempts at a source that is down.
 const SOURCE_BACKOFF_MIN: Duration = Duration::from_millis(200);
 const SOURCE_BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -93,6 +97,7 @@ impl QueueConsumer {
             concurrency: concurrency.max(1),
             consumer,
             status: status.clone(),
+            held: Mutex::default(),
         };
         let task = tokio::spawn(run.run(embedded));
         Self {
@@ -111,6 +116,10 @@ struct Run {
     consumer: String,
     visibility: Duration,
     status: Arc<TriggerStatus>,
+    /// Deliveries received and not yet settled: their visibility is extended every
+    /// third of the period, whether they run, wait for the batch window or wait behind
+    /// an earlier message of their FIFO group.
+    held: Mutex<HashSet<Receipt>>,
 }
 
 /// Doubling delays between attempts at a failing source.
@@ -134,7 +143,8 @@ impl Run {
             consumer: self.consumer.clone(),
             visibility: self.visibility,
             fifo: self.trigger.fifo,
-            max_in_flight: self.trigger.max_concurrency,
+            max_in_flight: self.concurrency,
+            pool_in_flight: self.trigger.max_concurrency,
         };
         let mut retry = Retry::new();
         let source = loop {
@@ -150,8 +160,46 @@ impl Run {
         self.status.set_failing(None);
         tracing::info!(trigger = %name, concurrency = self.concurrency, "queue consumer started");
         let this = Arc::new(self);
+        // Both end with this task (the consumer dropped).
+        tokio::select! {
+            () = this.clone().consume(source.clone()) => {}
+            () = this.extend_held(source) => {}
+        }
+    }
+
+    /// Extends every held delivery every third of the visibility period.
+    async fn extend_held(&self, source: Arc<dyn QueueSource>) {
+        loop {
+            tokio::time::sleep(self.visibility / 3).await;
+            let held: Vec<Receipt> = self.held().iter().cloned().collect();
+            let extended = held.iter().map(|r| source.extend(r));
+            for (receipt, outcome) in held.iter().zip(futures::future::join_all(extended).await) {
+                match outcome {
+                    // Settled meanwhile.
+                    Ok(()) | Err(queues::QueueError::Lost(_)) => {}
+                    Err(e) if self.held().contains(receipt) => {
+                        tracing::warn!(trigger = %self.consumer, error = %e, "extending visibility failed");
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, HashSet<Receipt>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn settle(&self, receipt: &Receipt) {
+        self.held().remove(receipt);
+    }
+
+    async fn consume(self: Arc<Self>, source: Arc<dyn QueueSource>) {
+        let this = self;
+        let name = this.consumer.clone();
         let slots = Arc::new(Semaphore::new(this.concurrency as usize));
         let mut retry = Retry::new();
+        let mut backlog_at = tokio::time::Instant::now() - BACKLOG_EVERY;
         loop {
             // Slots first: what is received is handled at once.
             let Ok(first) = slots.clone().acquire_owned().await else {
@@ -179,10 +227,13 @@ impl Run {
                 this.status.set_failing(None);
             }
             retry = Retry::new();
-            if let Some(backlog) = source.backlog().await {
-                this.status.backlog.store(backlog, Ordering::Relaxed);
-            }
             this.dispatch(source.clone(), batch, held);
+            if backlog_at.elapsed() >= BACKLOG_EVERY {
+                backlog_at = tokio::time::Instant::now();
+                if let Some(backlog) = source.backlog().await {
+                    this.status.backlog.store(backlog, Ordering::Relaxed);
+                }
+            }
         }
     }
 
@@ -194,6 +245,7 @@ impl Run {
         want: usize,
     ) -> Result<Vec<Delivery>, queues::QueueError> {
         let mut batch = source.receive(want, RECEIVE_WAIT).await?;
+        self.held().extend(batch.iter().map(|d| d.receipt.clone()));
         if batch.is_empty() || self.trigger.batch_window.is_zero() {
             return Ok(batch);
         }
@@ -204,7 +256,10 @@ impl Run {
                 break;
             }
             match source.receive(want - batch.len(), left).await {
-                Ok(more) => batch.extend(more),
+                Ok(more) => {
+                    self.held().extend(more.iter().map(|d| d.receipt.clone()));
+                    batch.extend(more);
+                }
                 // What is in hand is handled; the next receive reports the failure.
                 Err(_) => break,
             }
@@ -246,6 +301,7 @@ impl Run {
                     if let Some(delay) = this.handle(&*source, delivery).await {
                         // Keep the group's order: what follows goes back behind it.
                         for later in rest.by_ref() {
+                            this.settle(&later.receipt);
                             let _ = source.retry(&later.receipt, delay).await;
                         }
                     }
@@ -255,30 +311,42 @@ impl Run {
         }
     }
 
-    /// Handles one delivery; returns the delay it was sent back with, if it failed.
+    /// Handles one delivery and settles it; returns the delay it was sent back with, if
+    /// it failed.
     async fn handle(&self, source: &dyn QueueSource, delivery: Delivery) -> Option<Duration> {
+        let outcome = self.try_handle(source, &delivery).await;
+        self.settle(&delivery.receipt);
+        outcome
+    }
+
+    async fn try_handle(&self, source: &dyn QueueSource, delivery: &Delivery) -> Option<Duration> {
         let native = source.native_redrive();
         if delivery.receive_count > self.trigger.max_receives && !native {
             // Received too often without an outcome (a worker died holding it).
-            self.dead_letter(source, &delivery, "received more than max_receives times")
+            self.dead_letter(source, delivery, "received more than max_receives times")
                 .await;
             return None;
         }
+        if delivery.body.len() > MAX_MESSAGE_BYTES {
+            self.dead_letter(
+                source,
+                delivery,
+                &format!("the body is over the {MAX_MESSAGE_BYTES}-byte message limit"),
+            )
+            .await;
+            return None;
+        }
         self.status.in_flight.fetch_add(1, Ordering::Relaxed);
-        let event = Event::Message(self.message(&delivery));
-        let outcome = {
-            let extend = async {
-                let period = self.visibility / 3;
-                loop {
-                    tokio::time::sleep(period).await;
-                    if let Err(e) = source.extend(&delivery.receipt).await {
-                        tracing::warn!(trigger = %self.consumer, message = %delivery.id, error = %e, "extending visibility failed");
-                    }
+        let event = Event::Message(self.message(delivery));
+        // The worker being full is not the message's fault: it waits here (its
+        // visibility extended) rather than going back and spending a receive.
+        let patience = tokio::time::Instant::now() + OVERLOAD_PATIENCE;
+        let outcome = loop {
+            match self.app.handle_event(event.clone()).await {
+                Err(e) if e.is_overload() && tokio::time::Instant::now() < patience => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-            };
-            tokio::select! {
-                outcome = self.app.handle_event(event) => outcome,
-                _ = extend => unreachable_extend(),
+                other => break other,
             }
         };
         self.status.in_flight.fetch_sub(1, Ordering::Relaxed);
@@ -298,7 +366,7 @@ impl Run {
                     && !e.is_overload()
                     && delivery.receive_count >= self.trigger.max_receives
                 {
-                    self.dead_letter(source, &delivery, &e.to_string()).await;
+                    self.dead_letter(source, delivery, &e.to_string()).await;
                     return None;
                 }
                 let delay = if e.is_overload() {
@@ -370,11 +438,4 @@ impl Run {
             metadata,
         }
     }
-}
-
-/// The extension loop never ends on its own.
-fn unreachable_extend() -> Result<(), crate::runtime::EventError> {
-    Err(crate::runtime::EventError::Rejected(
-        "visibility extension stopped".into(),
-    ))
 }

@@ -1,13 +1,14 @@
 //! `wasi:messaging/types@0.2.0-draft` host: the `message` and `client` resources a
-//! handler receives and builds. Message sizes are bounded (a guest cannot make the host
-//! hold more than [`MAX_MESSAGE_BYTES`] of body per message); `wasmcloud:messaging`'s
-//! types are plain records and need no host code.
+//! handler receives and builds. A message a guest builds or changes holds at most
+//! [`MAX_GUEST_MESSAGE_BYTES`] (what the worker's memory budget assumes of any host
+//! resource, since a guest may hold many); `wasmcloud:messaging`'s types are plain
+//! records and need no host code.
 
 use wasmtime::component::{HasData, Resource, ResourceTable};
 
 use stratus_proto::interfaces::MessagingTypes;
 
-use super::{Client, MAX_MESSAGE_BYTES, MAX_METADATA_BYTES, Message};
+use super::{Client, MAX_GUEST_MESSAGE_BYTES, MAX_METADATA_BYTES, Message};
 use crate::generated::wasi::messaging::types as wasi;
 use crate::generated::wasmcloud::messaging::types as wasmcloud;
 
@@ -32,9 +33,13 @@ impl MessagingView<'_> {
         Ok(self.table.get_mut(m)?)
     }
 
-    fn check_metadata(message: &Message) -> wasmtime::Result<()> {
+    /// What a guest changed must fit the limits.
+    fn check(message: &Message) -> wasmtime::Result<()> {
         if message.metadata_bytes() > MAX_METADATA_BYTES {
             return Err(too_large("metadata", MAX_METADATA_BYTES));
+        }
+        if message.bytes() > MAX_GUEST_MESSAGE_BYTES {
+            return Err(too_large("body and metadata", MAX_GUEST_MESSAGE_BYTES));
         }
         Ok(())
     }
@@ -71,13 +76,12 @@ impl wasi::HostClient for MessagingView<'_> {
 
 impl wasi::HostMessage for MessagingView<'_> {
     async fn new(&mut self, data: Vec<u8>) -> wasmtime::Result<Resource<Message>> {
-        if data.len() > MAX_MESSAGE_BYTES {
-            return Err(too_large("body", MAX_MESSAGE_BYTES));
-        }
-        Ok(self.table.push(Message {
+        let message = Message {
             data,
             ..Message::default()
-        })?)
+        };
+        Self::check(&message)?;
+        Ok(self.table.push(message)?)
     }
 
     async fn topic(&mut self, m: Resource<Message>) -> wasmtime::Result<Option<String>> {
@@ -93,11 +97,9 @@ impl wasi::HostMessage for MessagingView<'_> {
         m: Resource<Message>,
         content_type: String,
     ) -> wasmtime::Result<()> {
-        if content_type.len() > MAX_METADATA_BYTES {
-            return Err(too_large("content type", MAX_METADATA_BYTES));
-        }
-        self.message(&m)?.content_type = Some(content_type);
-        Ok(())
+        let message = self.message(&m)?;
+        message.content_type = Some(content_type);
+        Self::check(message)
     }
 
     async fn data(&mut self, m: Resource<Message>) -> wasmtime::Result<Vec<u8>> {
@@ -105,11 +107,9 @@ impl wasi::HostMessage for MessagingView<'_> {
     }
 
     async fn set_data(&mut self, m: Resource<Message>, data: Vec<u8>) -> wasmtime::Result<()> {
-        if data.len() > MAX_MESSAGE_BYTES {
-            return Err(too_large("body", MAX_MESSAGE_BYTES));
-        }
-        self.message(&m)?.data = data;
-        Ok(())
+        let message = self.message(&m)?;
+        message.data = data;
+        Self::check(message)
     }
 
     async fn metadata(
@@ -128,7 +128,7 @@ impl wasi::HostMessage for MessagingView<'_> {
     ) -> wasmtime::Result<()> {
         let message = self.message(&m)?;
         message.set_meta(key, value);
-        Self::check_metadata(message)
+        Self::check(message)
     }
 
     async fn set_metadata(
@@ -138,7 +138,7 @@ impl wasi::HostMessage for MessagingView<'_> {
     ) -> wasmtime::Result<()> {
         let message = self.message(&m)?;
         message.metadata = meta;
-        Self::check_metadata(message)
+        Self::check(message)
     }
 
     async fn remove_metadata(&mut self, m: Resource<Message>, key: String) -> wasmtime::Result<()> {

@@ -4,12 +4,17 @@
 
 pub mod host;
 
-/// Largest message body a guest may build or set (NATS's default payload limit; SQS
-/// takes 256 KiB). Host memory a guest can make the worker hold through a message.
+/// Largest message body a queue trigger hands a function (NATS's default payload
+/// limit; SQS takes 256 KiB); larger ones are dead-lettered. One per invocation.
 pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
 
+/// Largest message a guest may build or change (body, content type and metadata
+/// together): what the worker's memory budget assumes a host resource holds at most,
+/// since a guest may hold many.
+pub const MAX_GUEST_MESSAGE_BYTES: usize = crate::runtime::budget::RESOURCE_BYTES;
+
 /// Largest total of a message's metadata keys and values a guest may set.
-pub const MAX_METADATA_BYTES: usize = 64 << 10;
+pub const MAX_METADATA_BYTES: usize = 16 << 10;
 
 /// A message: a body, its content type and metadata, and the topic it came from.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -23,6 +28,14 @@ pub struct Message {
 impl Message {
     fn metadata_bytes(&self) -> usize {
         self.metadata.iter().map(|(k, v)| k.len() + v.len()).sum()
+    }
+
+    /// What the message makes the host hold.
+    pub fn bytes(&self) -> usize {
+        self.data.len()
+            + self.metadata_bytes()
+            + self.content_type.as_ref().map_or(0, String::len)
+            + self.topic.as_ref().map_or(0, String::len)
     }
 
     /// Sets `key` to `value`, replacing an earlier value of the same key.
