@@ -3,7 +3,8 @@
 //! The syntax is shared by `fnctl dev`, `fnctl deploy`, the control plane and workers:
 //! `KIND[.NAME]=PROVIDER[:OPT=VAL,OPT=VAL]`, e.g. `kv=redis:url=redis://127.0.0.1:6379`
 //! or `kv.cache=memory`. Config values are bound as `config.KEY=VALUE`, where the whole
-//! right-hand side is the value.
+//! right-hand side is the value. What a function sends goes where `messaging=…` (every
+//! topic) or `messaging.TOPIC=…` (one topic) says.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -16,6 +17,8 @@ pub enum Kind {
     KeyValue,
     /// `wasi:config/store` (all revisions).
     Config,
+    /// Sending messages: `wasi:messaging/producer` and `wasmcloud:messaging/consumer`.
+    Messaging,
 }
 
 impl Kind {
@@ -23,6 +26,7 @@ impl Kind {
         match self {
             Kind::KeyValue => "kv",
             Kind::Config => "config",
+            Kind::Messaging => "messaging",
         }
     }
 }
@@ -43,6 +47,11 @@ pub enum Binding {
     },
     /// One config value.
     Config { key: String, value: String },
+    /// Where sent messages go: for all topics (`topic == None`) or one topic.
+    Messaging {
+        topic: Option<String>,
+        provider: ProviderSpec,
+    },
 }
 
 /// A provider type tag and its options, e.g. `redis` with `url=...`.
@@ -109,7 +118,7 @@ impl ProviderOptions {
 pub enum BindingError {
     #[error("binding `{0}` has no `=`; expected KIND[.NAME]=PROVIDER[:OPT=VAL,...], e.g. kv=redis")]
     MissingEquals(String),
-    #[error("unknown capability `{0}` in binding; known capabilities: kv, config")]
+    #[error("unknown capability `{0}` in binding; known capabilities: kv, config, messaging")]
     UnknownKind(String),
     #[error("config binding `{0}` needs a key: config.KEY=VALUE")]
     ConfigWithoutKey(String),
@@ -170,6 +179,15 @@ impl FromStr for Binding {
                     provider: rhs.parse()?,
                 })
             }
+            "messaging" => {
+                if rhs.is_empty() {
+                    return Err(BindingError::EmptyProvider(s.to_string()));
+                }
+                Ok(Binding::Messaging {
+                    topic: name.map(str::to_string),
+                    provider: rhs.parse()?,
+                })
+            }
             other => Err(BindingError::UnknownKind(other.to_string())),
         }
     }
@@ -210,6 +228,8 @@ impl Binding {
                 bucket: Some(b), ..
             } => format!("kv.{b}"),
             Binding::Config { key, .. } => format!("config.{key}"),
+            Binding::Messaging { topic: None, .. } => "messaging".to_string(),
+            Binding::Messaging { topic: Some(t), .. } => format!("messaging.{t}"),
         }
     }
 
@@ -217,6 +237,7 @@ impl Binding {
         match self {
             Binding::KeyValue { .. } => Kind::KeyValue,
             Binding::Config { .. } => Kind::Config,
+            Binding::Messaging { .. } => Kind::Messaging,
         }
     }
 }
@@ -233,6 +254,14 @@ impl fmt::Display for Binding {
                 provider,
             } => write!(f, "kv.{b}={provider}"),
             Binding::Config { key, value } => write!(f, "config.{key}={value}"),
+            Binding::Messaging {
+                topic: None,
+                provider,
+            } => write!(f, "messaging={provider}"),
+            Binding::Messaging {
+                topic: Some(t),
+                provider,
+            } => write!(f, "messaging.{t}={provider}"),
         }
     }
 }

@@ -131,6 +131,9 @@ pub enum MessagingTypes {
 /// What one import of a component is served by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Provided {
+    /// Sending: `wasi:messaging/producer@0.2.0-draft` or
+    /// `wasmcloud:messaging/consumer@0.2.0`.
+    Producer(MessagingTypes),
     Wasi,
     KeyValue(KvRevision),
     Config(ConfigRevision),
@@ -207,16 +210,23 @@ pub fn classify(import: &str) -> Result<Provided, ImportError> {
             Ok(Provided::TimerTypes)
         }
         "wasi:messaging" | "wasmcloud:messaging" => {
-            let served = match (interface, version) {
-                ("wasi:messaging/types", "0.2.0-draft") => Some(MessagingTypes::Wasi),
-                ("wasmcloud:messaging/types", "0.2.0") => Some(MessagingTypes::WasmCloud),
-                _ => None,
-            };
-            served.map(Provided::MessagingTypes).ok_or_else(|| {
-                unsupported(
-                    "Stratus serves the message types handlers receive (`wasi:messaging/types@0.2.0-draft`, `wasmcloud:messaging/types@0.2.0`), not sending".into(),
-                )
-            })
+            match (interface, version) {
+                ("wasi:messaging/types", "0.2.0-draft") => {
+                    Ok(Provided::MessagingTypes(MessagingTypes::Wasi))
+                }
+                ("wasmcloud:messaging/types", "0.2.0") => {
+                    Ok(Provided::MessagingTypes(MessagingTypes::WasmCloud))
+                }
+                ("wasi:messaging/producer", "0.2.0-draft") => {
+                    Ok(Provided::Producer(MessagingTypes::Wasi))
+                }
+                ("wasmcloud:messaging/consumer", "0.2.0") => {
+                    Ok(Provided::Producer(MessagingTypes::WasmCloud))
+                }
+                _ => Err(unsupported(
+                    "Stratus serves `wasi:messaging@0.2.0-draft` (types, producer, incoming-handler) and `wasmcloud:messaging@0.2.0` (types, consumer, handler); not request-reply".into(),
+                )),
+            }
         }
         _ => Err(unsupported(
             "Stratus provides wasi:keyvalue, wasi:config, wasi:messaging, wasi:http and WASI 0.2"
@@ -232,6 +242,7 @@ pub fn check_import(import: &str, bound: &dyn Fn(Kind) -> bool) -> Result<Provid
         Provided::Wasi | Provided::MessagingTypes(_) | Provided::TimerTypes => return Ok(provided),
         Provided::KeyValue(_) => (Kind::KeyValue, "kv=embedded"),
         Provided::Config(_) => (Kind::Config, "config.KEY=VALUE"),
+        Provided::Producer(_) => (Kind::Messaging, "messaging=embedded"),
     };
     if bound(kind) {
         Ok(provided)

@@ -199,11 +199,66 @@ impl KvProvider {
     }
 }
 
+/// Where a `messaging` binding sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MessagingProvider {
+    /// The embedded queue named `queue`, or the topic's name.
+    Embedded { queue: Option<String> },
+    /// JetStream: published on the topic as the subject (a stream must capture it).
+    Nats { url: String },
+    /// The SQS queue at `queue_url` (whatever the topic).
+    Sqs { queue_url: String },
+}
+
+pub const MESSAGING_PROVIDERS: &str = "embedded, nats, sqs";
+
+impl MessagingProvider {
+    pub fn parse(spec: &ProviderSpec) -> Result<Self, BindingError> {
+        let mut opts = spec.clone().into_options();
+        if opts.take("backend").is_some() {
+            return Err(opts.invalid(
+                "backend",
+                "the control plane's tenancy policy refuses this binding (its log says why)",
+            ));
+        }
+        let provider = match spec.provider.as_str() {
+            "embedded" => Self::Embedded {
+                queue: opts.take("queue"),
+            },
+            "nats" => Self::Nats {
+                url: opts
+                    .take("url")
+                    .unwrap_or_else(|| "nats://127.0.0.1:4222".to_string()),
+            },
+            "sqs" => Self::Sqs {
+                queue_url: opts
+                    .take("queue_url")
+                    .ok_or_else(|| opts.invalid("queue_url", "an SQS binding needs `queue_url`"))?,
+            },
+            other => {
+                return Err(BindingError::UnknownProvider {
+                    kind: Kind::Messaging,
+                    provider: other.to_string(),
+                    known: MESSAGING_PROVIDERS,
+                });
+            }
+        };
+        opts.finish()?;
+        Ok(provider)
+    }
+}
+
 /// Checks every binding's provider and options, and that nothing is bound twice.
 pub fn check_bindings(bindings: &[Binding]) -> Result<(), BindingError> {
     for binding in bindings {
-        if let Binding::KeyValue { provider, .. } = binding {
-            KvProvider::parse(provider)?;
+        match binding {
+            Binding::KeyValue { provider, .. } => {
+                KvProvider::parse(provider)?;
+            }
+            Binding::Messaging { provider, .. } => {
+                MessagingProvider::parse(provider)?;
+            }
+            Binding::Config { .. } => {}
         }
     }
     check_unique(bindings)
@@ -213,10 +268,16 @@ pub fn check_bindings(bindings: &[Binding]) -> Result<(), BindingError> {
 /// `backend` option stands for the options the control plane fills in from its config.
 pub fn check_stored(bindings: &[Binding]) -> Result<(), BindingError> {
     for binding in bindings {
-        if let Binding::KeyValue { provider, .. } = binding {
-            let mut plain = provider.clone();
-            plain.options.remove("backend");
-            KvProvider::parse(&plain)?;
+        match binding {
+            Binding::KeyValue { provider, .. } => {
+                let mut plain = provider.clone();
+                plain.options.remove("backend");
+                KvProvider::parse(&plain)?;
+            }
+            Binding::Messaging { provider, .. } => {
+                MessagingProvider::parse(provider)?;
+            }
+            Binding::Config { .. } => {}
         }
     }
     check_unique(bindings)
@@ -240,7 +301,7 @@ mod tests {
     fn parse(binding: &str) -> Result<KvProvider, BindingError> {
         match binding.parse::<Binding>().unwrap() {
             Binding::KeyValue { provider, .. } => KvProvider::parse(&provider),
-            Binding::Config { .. } => panic!("not a key-value binding"),
+            _ => panic!("not a key-value binding"),
         }
     }
 

@@ -206,6 +206,10 @@ impl Policy {
         binding: Binding,
         current: &[Binding],
     ) -> Result<Binding, PolicyError> {
+        if let Binding::Messaging { provider, .. } = &binding {
+            self.admit_messaging(&binding.name(), provider)?;
+            return Ok(binding);
+        }
         let Binding::KeyValue {
             bucket,
             mut provider,
@@ -391,6 +395,9 @@ impl Policy {
                         },
                     }
                     .to_string(),
+                    Ok(b @ Binding::Messaging { .. }) => {
+                        format!("{}=embedded:backend={REFUSED_BACKEND}", b.name())
+                    }
                     _ => format!("kv=memory:backend={REFUSED_BACKEND}"),
                 }
             }
@@ -403,6 +410,10 @@ impl Policy {
     pub fn resolve(&self, tenant: &str, stored: &str) -> Result<String, PolicyError> {
         let binding: Binding = stored.parse()?;
         let name = binding.name();
+        if let Binding::Messaging { provider, .. } = &binding {
+            self.admit_messaging(&name, provider)?;
+            return Ok(stored.to_string());
+        }
         let Binding::KeyValue {
             bucket,
             mut provider,

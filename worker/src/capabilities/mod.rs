@@ -100,6 +100,8 @@ impl Providers {
 pub struct Capabilities {
     pub kv: Arc<KvBindings>,
     pub config: Option<ConfigValues>,
+    /// Where sent messages go (`messaging` bindings).
+    pub messaging: Arc<messaging::producer::Producers>,
 }
 
 impl Capabilities {
@@ -133,12 +135,13 @@ impl Capabilities {
                     Ok(KvProvider::Memory { capacity }) => Some((capacity, provider)),
                     _ => None,
                 },
-                Binding::Config { .. } => None,
+                Binding::Config { .. } | Binding::Messaging { .. } => None,
             })
             .max_by_key(|(capacity, _)| *capacity)
             .map(|(_, spec)| spec);
         let mut kv = KvBindings::default();
         let mut config: Option<BTreeMap<String, String>> = None;
+        let mut producers = messaging::producer::Producers::default();
         for binding in bindings {
             match binding {
                 Binding::KeyValue { bucket, provider } => {
@@ -166,11 +169,23 @@ impl Capabilities {
                         .get_or_insert_default()
                         .insert(key.clone(), value.clone());
                 }
+                Binding::Messaging { topic, provider } => {
+                    let producer = messaging::producer::open(provider, app, data_dir)
+                        .await
+                        .map_err(|e| OpenError::Messaging(binding.name(), e.to_string()))?;
+                    match topic {
+                        None => producers.default = Some(producer),
+                        Some(t) => {
+                            producers.topics.insert(t.clone(), producer);
+                        }
+                    }
+                }
             }
         }
         Ok(Self {
             kv: Arc::new(kv),
             config: config.map(Arc::new),
+            messaging: Arc::new(producers),
         })
     }
 }

@@ -183,6 +183,32 @@ pub fn spool(data_dir: &Path, queue: &str, message: &Outgoing) -> Result<(), Que
     std::fs::rename(&tmp, dir.join(format!("{name}.msg"))).map_err(io)
 }
 
+/// A `messaging=embedded` binding: sends through the spool, so a function reaches the
+/// queues of the process that holds them (itself, or `fnctl up` for `fnctl dev`), and
+/// what it sent is on disk before `send` returns.
+pub struct SpoolProducer {
+    pub data_dir: std::path::PathBuf,
+    /// Deployed apps' queue names are their tenant's own.
+    pub tenant: Option<String>,
+    /// Every topic to this queue, or each topic to the queue of its name.
+    pub queue: Option<String>,
+}
+
+#[async_trait]
+impl crate::capabilities::messaging::producer::Producer for SpoolProducer {
+    async fn send(&self, topic: &str, message: Outgoing) -> Result<(), QueueError> {
+        let queue = self.queue.as_deref().unwrap_or(topic);
+        let name = match &self.tenant {
+            Some(t) => format!("{t}.{queue}"),
+            None => queue.to_string(),
+        };
+        let dir = self.data_dir.clone();
+        tokio::task::spawn_blocking(move || spool(&dir, &name, &message))
+            .await
+            .map_err(|e| QueueError::Unavailable(e.to_string()))?
+    }
+}
+
 impl EmbeddedQueues {
     /// Moves what `fnctl queue send` spooled under `data_dir` into the queues, every
     /// 100 ms while the returned task runs.

@@ -18,6 +18,57 @@ use super::{Delivery, OpenOptions, Outgoing, QueueError, QueueSource, Receipt};
 /// The header that carries a message's FIFO group.
 pub const GROUP_HEADER: &str = "Stratus-Message-Group";
 
+/// Publishes to JetStream and waits for the stream's acknowledgement: a message sent is
+/// stored (a subject no stream captures is an error, not a silent drop).
+async fn publish(
+    js: &jetstream::Context,
+    subject: &str,
+    message: Outgoing,
+) -> Result<(), QueueError> {
+    let mut headers = async_nats::HeaderMap::new();
+    if let Some(ct) = &message.content_type {
+        headers.insert("Content-Type", ct.as_str());
+    }
+    if let Some(group) = &message.group {
+        headers.insert(GROUP_HEADER, group.as_str());
+    }
+    for (k, v) in &message.attributes {
+        headers.insert(k.as_str(), v.as_str());
+    }
+    let ack = js
+        .publish_with_headers(subject.to_string(), headers, message.body.into())
+        .await
+        .map_err(unavailable)?;
+    ack.await.map_err(unavailable)?;
+    Ok(())
+}
+
+/// A `messaging=nats` binding: each topic is published as its subject.
+pub struct NatsProducer {
+    js: jetstream::Context,
+}
+
+impl NatsProducer {
+    pub async fn connect(url: &str) -> Result<Self, QueueError> {
+        let client = async_nats::ConnectOptions::new()
+            .connection_timeout(Duration::from_secs(5))
+            .retry_on_initial_connect()
+            .connect(url)
+            .await
+            .map_err(unavailable)?;
+        Ok(Self {
+            js: jetstream::new(client),
+        })
+    }
+}
+
+#[async_trait]
+impl crate::capabilities::messaging::producer::Producer for NatsProducer {
+    async fn send(&self, topic: &str, message: Outgoing) -> Result<(), QueueError> {
+        publish(&self.js, topic, message).await
+    }
+}
+
 pub struct NatsSource {
     js: jetstream::Context,
     consumer: jetstream::consumer::PullConsumer,
@@ -254,24 +305,7 @@ impl QueueSource for NatsSource {
     }
 
     async fn send(&self, to: Option<&str>, message: Outgoing) -> Result<(), QueueError> {
-        let subject = to.unwrap_or(&self.subject).to_string();
-        let mut headers = async_nats::HeaderMap::new();
-        if let Some(ct) = &message.content_type {
-            headers.insert("Content-Type", ct.as_str());
-        }
-        if let Some(group) = &message.group {
-            headers.insert(GROUP_HEADER, group.as_str());
-        }
-        for (k, v) in &message.attributes {
-            headers.insert(k.as_str(), v.as_str());
-        }
-        let ack = self
-            .js
-            .publish_with_headers(subject, headers, message.body.into())
-            .await
-            .map_err(unavailable)?;
-        ack.await.map_err(unavailable)?;
-        Ok(())
+        publish(&self.js, to.unwrap_or(&self.subject), message).await
     }
 
     async fn backlog(&self) -> Option<u64> {

@@ -50,18 +50,86 @@ fn seconds(d: Duration) -> i32 {
     i32::try_from(secs.min(43_200)).unwrap_or(43_200)
 }
 
+/// Sends one message to the queue at `url`.
+async fn send_message(
+    client: &aws_sdk_sqs::Client,
+    url: &str,
+    message: Outgoing,
+) -> Result<(), QueueError> {
+    let (body, encoded) = match String::from_utf8(message.body) {
+        Ok(text) => (text, false),
+        Err(e) => (
+            base64::engine::general_purpose::STANDARD.encode(e.as_bytes()),
+            true,
+        ),
+    };
+    let mut request = client.send_message().queue_url(url).message_body(body);
+    if encoded {
+        request = request.message_attributes(
+            ENCODING,
+            string_attribute("base64").ok_or_else(|| QueueError::Config("attribute".into()))?,
+        );
+    }
+    if let Some(ct) = &message.content_type
+        && let Some(v) = string_attribute(ct)
+    {
+        request = request.message_attributes(CONTENT_TYPE, v);
+    }
+    for (k, v) in &message.attributes {
+        if let Some(v) = string_attribute(v) {
+            request = request.message_attributes(k, v);
+        }
+    }
+    if url.ends_with(".fifo") {
+        let group = message
+            .group
+            .clone()
+            .ok_or_else(|| QueueError::Config("a FIFO queue needs a message group".into()))?;
+        request = request
+            .message_group_id(group)
+            .message_deduplication_id(uuid::Uuid::new_v4().simple().to_string());
+    }
+    request.send().await.map(|_| ()).map_err(error)
+}
+
+async fn client() -> aws_sdk_sqs::Client {
+    let sdk = crate::capabilities::aws::sdk_config(
+        None,
+        None,
+        None,
+        Duration::from_secs(3),
+        // A receive long-polls up to 20 s.
+        Duration::from_secs(25),
+    )
+    .await;
+    aws_sdk_sqs::Client::new(&sdk)
+}
+
+/// A `messaging=sqs:queue_url=…` binding: every topic to that queue.
+pub struct SqsProducer {
+    client: aws_sdk_sqs::Client,
+    queue_url: String,
+}
+
+impl SqsProducer {
+    pub async fn connect(queue_url: &str) -> Self {
+        Self {
+            client: client().await,
+            queue_url: queue_url.to_string(),
+        }
+    }
+}
+
+#[async_trait]
+impl crate::capabilities::messaging::producer::Producer for SqsProducer {
+    async fn send(&self, _topic: &str, message: Outgoing) -> Result<(), QueueError> {
+        send_message(&self.client, &self.queue_url, message).await
+    }
+}
+
 impl SqsSource {
     pub async fn open(queue_url: &str, options: OpenOptions) -> Result<Self, QueueError> {
-        let sdk = crate::capabilities::aws::sdk_config(
-            None,
-            None,
-            None,
-            Duration::from_secs(3),
-            // A receive long-polls up to 20 s.
-            Duration::from_secs(25),
-        )
-        .await;
-        let client = aws_sdk_sqs::Client::new(&sdk);
+        let client = client().await;
         let attributes = client
             .get_queue_attributes()
             .queue_url(queue_url)
@@ -191,41 +259,7 @@ impl QueueSource for SqsSource {
     }
 
     async fn send(&self, to: Option<&str>, message: Outgoing) -> Result<(), QueueError> {
-        let url = to.unwrap_or(&self.queue_url);
-        let (body, encoded) = match String::from_utf8(message.body) {
-            Ok(text) => (text, false),
-            Err(e) => (
-                base64::engine::general_purpose::STANDARD.encode(e.as_bytes()),
-                true,
-            ),
-        };
-        let mut request = self.client.send_message().queue_url(url).message_body(body);
-        if encoded {
-            request = request.message_attributes(
-                ENCODING,
-                string_attribute("base64").ok_or_else(|| QueueError::Config("attribute".into()))?,
-            );
-        }
-        if let Some(ct) = &message.content_type
-            && let Some(v) = string_attribute(ct)
-        {
-            request = request.message_attributes(CONTENT_TYPE, v);
-        }
-        for (k, v) in &message.attributes {
-            if let Some(v) = string_attribute(v) {
-                request = request.message_attributes(k, v);
-            }
-        }
-        if url.ends_with(".fifo") {
-            let group = message
-                .group
-                .clone()
-                .ok_or_else(|| QueueError::Config("a FIFO queue needs a message group".into()))?;
-            request = request
-                .message_group_id(group)
-                .message_deduplication_id(uuid::Uuid::new_v4().simple().to_string());
-        }
-        request.send().await.map(|_| ()).map_err(error)
+        send_message(&self.client, to.unwrap_or(&self.queue_url), message).await
     }
 
     fn native_redrive(&self) -> bool {

@@ -282,6 +282,7 @@ impl App {
             table: Default::default(),
             kv: KvCtx::new(self.capabilities.kv.clone(), self.name.clone()),
             config: shared_config(&self.capabilities.config),
+            producers: self.capabilities.messaging.clone(),
             limiter: super::budget::Limiter {
                 limits,
                 charge: super::budget::Charge::new(self.runtime.memory_budget()),

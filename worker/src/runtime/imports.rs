@@ -39,6 +39,7 @@ pub fn link(
     let bound = |kind: Kind| match kind {
         Kind::KeyValue => !caps.kv.is_empty(),
         Kind::Config => caps.config.is_some(),
+        Kind::Messaging => !caps.messaging.is_empty(),
     };
     let mut kv_linked = Vec::new();
     let mut config_linked = Vec::new();
@@ -59,6 +60,19 @@ pub fn link(
                         .map_err(link_err)?;
                     messaging_linked.push(types);
                 }
+            }
+            Provided::Producer(types) => {
+                if !messaging_linked.contains(&types) {
+                    messaging::host::add_to_linker(&mut linker, types, InvocationState::messaging)
+                        .map_err(link_err)?;
+                    messaging_linked.push(types);
+                }
+                messaging::host::add_producer_to_linker(
+                    &mut linker,
+                    types,
+                    InvocationState::messaging,
+                )
+                .map_err(link_err)?;
             }
             Provided::TimerTypes => {
                 crate::generated::stratus::platform::timer_types::add_to_linker::<_, TimerTypes>(

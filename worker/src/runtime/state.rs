@@ -13,6 +13,7 @@ use super::stdio::CapturedOutput;
 use crate::capabilities::config::{ConfigValues, ConfigView};
 use crate::capabilities::keyvalue::host::{KvCtx, KvView};
 use crate::capabilities::messaging::host::MessagingView;
+use crate::capabilities::messaging::producer::Producers;
 
 pub struct InvocationState {
     pub(super) wasi: WasiCtx,
@@ -21,6 +22,7 @@ pub struct InvocationState {
     pub(super) table: ResourceTable,
     pub(super) kv: KvCtx,
     pub(super) config: ConfigValues,
+    pub(super) producers: Arc<Producers>,
     pub(super) limiter: super::budget::Limiter,
     /// The app's fair-share slot, held until the store is torn down.
     pub(super) app_slot: Option<tokio::sync::OwnedSemaphorePermit>,
@@ -40,6 +42,7 @@ impl InvocationState {
     pub fn messaging(&mut self) -> MessagingView<'_> {
         MessagingView {
             table: &mut self.table,
+            producers: &self.producers,
         }
     }
 

@@ -208,6 +208,8 @@ pub enum OpenError {
     /// The same failure, for every app that waited on one attempt to open a provider.
     #[error(transparent)]
     Shared(Arc<OpenError>),
+    #[error("binding `{0}`: {1}")]
+    Messaging(String, String),
 }
 
 /// The key-value providers bound for one app: a default and per-bucket overrides.

@@ -3,6 +3,7 @@
 //! may build. `host.rs` serves the WIT types over it.
 
 pub mod host;
+pub mod producer;
 
 /// Largest message body a queue trigger hands a function (NATS's default payload
 /// limit; SQS takes 256 KiB); larger ones are dead-lettered. One per invocation.
