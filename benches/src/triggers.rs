@@ -6,8 +6,8 @@
 //!   returned (an upper bound of enqueue → handler start: it includes the handler's four
 //!   in-memory key-value calls).
 //! - **Throughput** on one JetStream stream in the same run: a raw async-nats pull
-//!   consumer acknowledging each message, against the queue trigger running `events`
-//!   (concurrency 16, batches of 10).
+//!   consumer acknowledging each message, against the queue trigger running a no-op
+//!   function (the `events` guest's `noop` path; concurrency 16, batches of 10).
 //! - **Timer firing delay**: `fnctl up` with a per-second cron; from each scheduled time
 //!   to the run's start on a worker, read from `fnctl runs`.
 //!
@@ -225,7 +225,7 @@ async fn main() -> anyhow::Result<()> {
                 let mut acks = Vec::with_capacity(total);
                 for i in 0..total {
                     acks.push(
-                        js.publish(subject.clone(), format!("{tag}{i}").into())
+                        js.publish(subject.clone(), format!("noop-{tag}{i}").into())
                             .await?,
                     );
                 }
@@ -283,7 +283,7 @@ async fn main() -> anyhow::Result<()> {
             String::new(),
         ));
         rows.push((
-            "jetstream: queue trigger, events guest".into(),
+            "jetstream: queue trigger, no-op function".into(),
             format!("{trigger_rate:.0} msg/s"),
             String::new(),
         ));

@@ -13,8 +13,9 @@
 //! replicas = 2            # or "all"
 //! ```
 //!
-//! Secrets do not belong here: a provider option can name an environment variable or
-//! a file the worker reads instead (`password_env=…`, `password_file=…`).
+//! Secrets do not belong here: bind a backend the operator defines
+//! (`kv=redis:backend=NAME`), or pass a secret option with `--bind` when deploying; the
+//! control plane seals it and never shows it again.
 
 use std::path::{Path, PathBuf};
 

@@ -260,6 +260,10 @@ async fn timers_fire_once_across_two_control_planes_and_catch_up_by_policy() {
             "every2=rate(2 seconds):catch_up=all",
             "--timer",
             "failing=rate(3 seconds):retries=2,backoff_ms=200",
+            // A timer may GET a route of the app instead (this key exists once `tick`
+            // ran, so the GET answers 200).
+            "--timer",
+            "web=rate(2 seconds):route=/events/kv/timer-log:tick",
         ],
     );
     let http = Http::default();
@@ -289,6 +293,11 @@ async fn timers_fire_once_across_two_control_planes_and_catch_up_by_policy() {
     assert!(
         failing.values().any(|(s, a)| s == "succeeded" && *a == 2),
         "no retried run succeeded: {failing:?}"
+    );
+    let web = runs(&p, api_a, &app, "web");
+    assert!(
+        web.values().any(|(s, _)| s == "succeeded"),
+        "no route-targeting run succeeded: {web:?}"
     );
 
     // Both control planes down for 9 s, then back.

@@ -278,8 +278,10 @@ impl QueueSource for NatsSource {
 
     async fn ack(&self, receipt: &Receipt) -> Result<(), QueueError> {
         let message = self.take_held(receipt)?;
-        // Double ack: the server confirms it, so an acknowledged message is gone.
-        message.double_ack().await.map_err(unavailable)
+        // A plain ack, as any JetStream consumer sends: one lost on the way only means
+        // the message is delivered again (at least once), and waiting for the server's
+        // confirmation would cost a round trip per message.
+        message.ack().await.map_err(unavailable)
     }
 
     async fn retry(&self, receipt: &Receipt, delay: Duration) -> Result<(), QueueError> {

@@ -7,7 +7,8 @@
 //! a FIFO group also appends its id to `order:GROUP`. `running` counts handlers in
 //! progress and `max-running` the most seen at once. A timer run increments
 //! `timer:TRIGGER` and appends its scheduled time to `timer-log:TRIGGER`; a timer whose
-//! trigger name starts with `fail` fails its first attempt. Over HTTP, `GET /kv/KEY`
+//! trigger name starts with `fail` fails its first attempt. A body starting `noop`
+//! returns at once, recording nothing (the benchmark's no-op function). Over HTTP, `GET /kv/KEY`
 //! answers a key's value, so tests read the bucket through the app.
 
 wit_bindgen::generate!({
@@ -83,6 +84,10 @@ fn sleep_ms(ms: u64) {
 
 fn handle(message: &Message) -> Result<(), String> {
     let data = String::from_utf8(message.data()).map_err(|_| "body is not UTF-8".to_string())?;
+    // The benchmark's no-op function.
+    if data.starts_with("noop") {
+        return Ok(());
+    }
     let mut words = data.split_whitespace();
     let id = words.next().ok_or("empty body")?.to_string();
     let meta = message.metadata().unwrap_or_default();
