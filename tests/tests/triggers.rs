@@ -150,6 +150,17 @@ async fn a_queue_trigger_handles_every_message_and_survives_a_killed_worker() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The guest's gauge of handlers running is honest only while every handler ends:
+    // the killed worker's never decrement it. So the cap is read before the kill.
+    let max: i64 = kv(&http, ports[1], "max-running")
+        .await
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        max <= 8,
+        "the pool-wide concurrency cap of 8 was exceeded: {max}"
+    );
     workers[0] = None;
 
     // Every good message is handled; every poison one is dead-lettered.
@@ -190,15 +201,7 @@ async fn a_queue_trigger_handles_every_message_and_survives_a_killed_worker() {
         "duplicates beyond the killed worker's in-flight share: {duplicates:?}"
     );
     assert_eq!(stream_messages(&js, &dead).await, 20);
-    let max: i64 = kv(&http, ports[1], "max-running")
-        .await
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!(
-        max <= 8,
-        "the pool-wide concurrency cap of 8 was exceeded: {max}"
-    );
+
     let (ok, out, _) = p.fnctl(api, &["triggers", &app]);
     assert!(
         ok && out.contains("jobs") && out.contains("active"),
