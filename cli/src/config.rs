@@ -119,3 +119,9 @@ impl Credentials {
         Ok(path)
     }
 }
+
+/// This process's environment, for bindings that name a secret by environment variable
+/// (`password_env=NAME`) under `fnctl dev` and `fnctl up`.
+pub fn environment() -> std::collections::BTreeMap<String, String> {
+    std::env::vars().collect()
+}

@@ -61,7 +61,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         .data_dir
         .unwrap_or_else(crate::config::default_data_dir);
     let runtime = Runtime::new(args.limits.runtime_config(data_dir.join("cache")))?;
-    let capabilities = Capabilities::open(&args.bindings, &data_dir)
+    let providers =
+        stratus_worker::capabilities::Providers::with_environment(crate::config::environment());
+    let capabilities = Capabilities::open_shared(&args.bindings, "app", &data_dir, &providers)
         .await
         .context("binding capabilities")?;
     let app = runtime

@@ -13,9 +13,10 @@
 //! replicas = 2            # or "all"
 //! ```
 //!
-//! Secrets do not belong here: bind a backend the operator defines
-//! (`kv=redis:backend=NAME`), or pass a secret option with `--bind` when deploying; the
-//! control plane seals it and never shows it again.
+//! Secrets do not belong here: a binding names where the worker reads one
+//! (`password_env=VAR`, `password_file=PATH`; platforms run for one trusted user), or
+//! binds a backend the operator defines (`kv=redis:backend=NAME`), or passes it with
+//! `--bind` when deploying, where the control plane seals it.
 
 use std::path::{Path, PathBuf};
 

@@ -174,7 +174,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     // opened once per process). Everything listens at once; the first line announces
     // the platform once each worker has loaded what it ran last, each app on its own.
     let runtime = Runtime::new(args.limits.runtime_config(data_dir.join("cache")))?;
-    let providers = Arc::new(Providers::default());
+    let providers = Arc::new(Providers::with_environment(crate::config::environment()));
     // One set of embedded queues for the process: `fnctl queue send` feeds them.
     let queues = stratus_worker::queues::serve_embedded(&data_dir)?;
     let mut agents = Vec::new();

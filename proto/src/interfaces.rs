@@ -60,6 +60,8 @@ pub const HTTP_HANDLER_EXPORT: &str = "wasi:http/incoming-handler@0.2.";
 pub const WASI_MESSAGE_HANDLER: &str = "wasi:messaging/incoming-handler@0.2.0-draft";
 pub const WASMCLOUD_MESSAGE_HANDLER: &str = "wasmcloud:messaging/handler@0.2.0";
 pub const TIMER_HANDLER: &str = "stratus:platform/timer-handler@0.1.0";
+/// Spin's cron handler: a function exported at the top of the component.
+pub const SPIN_CRON_HANDLER: &str = "handle-cron-event";
 
 /// What a trigger calls in a component.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -94,7 +96,9 @@ impl Handler {
             Handler::Message => {
                 "`wasi:messaging/incoming-handler@0.2.0-draft` or `wasmcloud:messaging/handler@0.2.0`"
             }
-            Handler::Timer => "`stratus:platform/timer-handler@0.1.0`",
+            Handler::Timer => {
+                "`stratus:platform/timer-handler@0.1.0` or Spin's `handle-cron-event`"
+            }
         }
     }
 
@@ -105,7 +109,7 @@ impl Handler {
             Handler::Message => {
                 export == WASI_MESSAGE_HANDLER || export == WASMCLOUD_MESSAGE_HANDLER
             }
-            Handler::Timer => export == TIMER_HANDLER,
+            Handler::Timer => export == TIMER_HANDLER || export == SPIN_CRON_HANDLER,
         }
     }
 }
@@ -140,6 +144,8 @@ pub enum Provided {
     MessagingTypes(MessagingTypes),
     /// `stratus:platform/timer-types`, which the timer handler's event uses.
     TimerTypes,
+    /// `fermyon:spin-cron/cron-types@2.0.0`, what Spin's cron handler takes.
+    SpinCronTypes,
 }
 
 /// Why uploaded bytes are not a component Stratus can run; the control plane refuses
@@ -209,6 +215,9 @@ pub fn classify(import: &str) -> Result<Provided, ImportError> {
         "stratus:platform" if interface == "stratus:platform/timer-types" && version == "0.1.0" => {
             Ok(Provided::TimerTypes)
         }
+        "fermyon:spin-cron" if interface == "fermyon:spin-cron/cron-types" && version == "2.0.0" => {
+            Ok(Provided::SpinCronTypes)
+        }
         "wasi:messaging" | "wasmcloud:messaging" => {
             match (interface, version) {
                 ("wasi:messaging/types", "0.2.0-draft") => {
@@ -239,7 +248,10 @@ pub fn classify(import: &str) -> Result<Provided, ImportError> {
 pub fn check_import(import: &str, bound: &dyn Fn(Kind) -> bool) -> Result<Provided, ImportError> {
     let provided = classify(import)?;
     let (kind, example) = match provided {
-        Provided::Wasi | Provided::MessagingTypes(_) | Provided::TimerTypes => return Ok(provided),
+        Provided::Wasi
+        | Provided::MessagingTypes(_)
+        | Provided::TimerTypes
+        | Provided::SpinCronTypes => return Ok(provided),
         Provided::KeyValue(_) => (Kind::KeyValue, "kv=embedded"),
         Provided::Config(_) => (Kind::Config, "config.KEY=VALUE"),
         Provided::Producer(_) => (Kind::Messaging, "messaging=embedded"),

@@ -34,6 +34,37 @@ pub enum KvProvider {
 /// Option names whose values are secrets: stored encrypted, redacted in every read.
 pub const SECRET_OPTIONS: &[&str] = &["password", "secret_access_key"];
 
+/// Options naming where the worker reads a secret instead of carrying it: one of its
+/// environment variables (`*_env`) or a file on it (`*_file`), with the option each
+/// stands for. Secrets stay out of manifests and the metadata database; only platforms
+/// with `direct_bindings` (one trusted user) accept them.
+pub const SECRET_REFS: &[(&str, &str)] = &[
+    ("password_env", "password"),
+    ("password_file", "password"),
+    ("secret_access_key_env", "secret_access_key"),
+    ("secret_access_key_file", "secret_access_key"),
+];
+
+/// `spec` with each secret reference replaced by a stand-in secret, so it is checked
+/// like the binding it becomes on the worker without reading anything.
+fn with_stand_ins(spec: &ProviderSpec) -> Result<ProviderSpec, BindingError> {
+    let mut out = spec.clone();
+    for (reference, secret) in SECRET_REFS {
+        if out.options.remove(*reference).is_some() {
+            if out.options.contains_key(*secret) {
+                return Err(BindingError::InvalidOption {
+                    provider: spec.provider.clone(),
+                    key: (*reference).to_string(),
+                    reason: format!("give `{secret}` or one reference to it, not both"),
+                });
+            }
+            out.options
+                .insert((*secret).to_string(), REDACTED.to_string());
+        }
+    }
+    Ok(out)
+}
+
 /// What a redacted secret reads as.
 pub const REDACTED: &str = "***";
 
@@ -153,6 +184,7 @@ impl DynamoConfig {
 
 impl KvProvider {
     pub fn parse(spec: &ProviderSpec) -> Result<Self, BindingError> {
+        let spec = &with_stand_ins(spec)?;
         let mut opts = spec.clone().into_options();
         // The control plane replaces a backend by its options before a worker sees it.
         if let Some(backend) = opts.take("backend") {

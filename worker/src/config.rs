@@ -148,3 +148,9 @@ fn kept_id(dir: &std::path::Path) -> anyhow::Result<String> {
     std::fs::write(&path, &id).with_context(|| format!("writing {}", path.display()))?;
     Ok(id)
 }
+
+/// The worker's environment, for bindings that name a secret by environment variable
+/// (`password_env=NAME`); read here, the one place the worker reads its environment.
+pub fn environment() -> std::collections::BTreeMap<String, String> {
+    std::env::vars().collect()
+}

@@ -61,7 +61,7 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
         agent_config,
         runtime,
         routes.clone(),
-        Arc::new(Providers::default()),
+        Arc::new(Providers::with_environment(config::environment())),
         stratus_worker::queues::serve_embedded(&config.data_dir)?,
     )?;
     // The listener serves at once (apps still loading answer 503); the banner waits

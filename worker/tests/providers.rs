@@ -160,3 +160,40 @@ async fn a_provider_slow_to_fail_holds_up_only_its_own_apps() {
     );
     held.abort();
 }
+
+/// A binding may name its secret by the worker's environment variable or a file, read
+/// when the binding is opened (and never stored).
+#[test]
+fn secret_references_are_read_on_the_worker() {
+    use stratus_worker::binding::ProviderSpec;
+    use stratus_worker::capabilities::resolve_secret_refs;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pw");
+    std::fs::write(&file, "from-file\n").unwrap();
+    let env: std::collections::BTreeMap<String, String> =
+        [("REDIS_PW".to_string(), "from-env".to_string())].into();
+    let spec: ProviderSpec = "redis:password_env=REDIS_PW".parse().unwrap();
+    let resolved = resolve_secret_refs(&spec, &env).unwrap();
+    assert_eq!(
+        resolved.options.get("password").map(String::as_str),
+        Some("from-env")
+    );
+    assert!(!resolved.options.contains_key("password_env"));
+    let spec: ProviderSpec = format!(
+        "dynamo:access_key_id=A,secret_access_key_file={}",
+        file.display()
+    )
+    .parse()
+    .unwrap();
+    let resolved = resolve_secret_refs(&spec, &env).unwrap();
+    assert_eq!(
+        resolved
+            .options
+            .get("secret_access_key")
+            .map(String::as_str),
+        Some("from-file")
+    );
+    let missing: ProviderSpec = "redis:password_env=NOPE".parse().unwrap();
+    let err = resolve_secret_refs(&missing, &env).unwrap_err().to_string();
+    assert!(err.contains("no environment variable `NOPE`"), "{err}");
+}

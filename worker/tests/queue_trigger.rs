@@ -300,3 +300,56 @@ async fn a_deleted_queue_fails_visibly_and_recovers() {
     );
     assert!(consumer.status.failing().is_none());
 }
+
+/// Components built for other hosts take events unchanged: Spin's cron handler gets
+/// the scheduled time in seconds, and a wasmCloud 1.x message handler (no HTTP export at
+/// all) takes queue messages, its error a failure like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spin_cron_and_wasmcloud_handlers_take_events() {
+    use stratus_worker::runtime::{Event, EventError, TimerEvent};
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = runtime(Duration::from_secs(10));
+    let wasm_dir = std::env::var_os("STRATUS_WASM_DIR").unwrap();
+    let read = |name: &str| std::fs::read(std::path::Path::new(&wasm_dir).join(name)).unwrap();
+
+    let cron = Arc::new(
+        runtime
+            .load("cron", &read("spin_cron.wasm"), Capabilities::default())
+            .unwrap(),
+    );
+    let at = |ms: u64| {
+        Event::Timer(TimerEvent {
+            trigger: "tick".into(),
+            scheduled_ms: ms,
+            attempt: 1,
+        })
+    };
+    cron.handle_event(at(4_000)).await.unwrap();
+    match cron.handle_event(at(7_000)).await {
+        Err(EventError::Rejected(why)) => assert!(why.contains("odd timestamp 7"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+
+    let bindings: Vec<Binding> = vec!["kv=memory".parse().unwrap()];
+    let caps = Capabilities::open(&bindings, dir.path()).await.unwrap();
+    let wc = Arc::new(
+        runtime
+            .load("wc", &read("wasmcloud_events.wasm"), caps)
+            .unwrap(),
+    );
+    let message = |body: &str| {
+        Event::Message(stratus_worker::capabilities::messaging::Message {
+            topic: Some("jobs".into()),
+            data: body.as_bytes().to_vec(),
+            ..Default::default()
+        })
+    };
+    wc.handle_event(message("w1")).await.unwrap();
+    assert!(matches!(
+        wc.handle_event(message("poison-1")).await,
+        Err(EventError::Rejected(_))
+    ));
+    // It serves no HTTP.
+    let resp = wc.handle(support::get("wc", "/")).await;
+    assert_eq!(resp.status(), 404);
+}

@@ -240,6 +240,15 @@ impl Policy {
     fn check(&self, tenant: &str, name: &str, spec: &ProviderSpec) -> Result<(), PolicyError> {
         let refused = |reason: String| refused(name, reason);
         let options: Vec<&str> = spec.options.keys().map(String::as_str).collect();
+        if !self.config.direct_bindings
+            && let Some(reference) = options
+                .iter()
+                .find(|o| providers::SECRET_REFS.iter().any(|(r, _)| r == *o))
+        {
+            return Err(refused(format!(
+                "`{reference}` would read the worker's own environment or files; this platform takes secrets as sealed options (`password=…`) or from a backend"
+            )));
+        }
         match kind(&spec.provider) {
             "memory" => {
                 // Without `max_mb` the store gets the cap (see `resolve`).

@@ -276,3 +276,29 @@ fn backend_options_must_survive_the_binding_syntax() {
     .unwrap();
     assert!(Policy::new(config, dir.path()).is_err());
 }
+
+#[test]
+fn secrets_by_reference_only_for_one_trusted_user() {
+    let (shared, _d) = policy("[endpoints.redis]\nhosts = [\"127.0.0.1\"]\nports = [6379]");
+    let err = admit(
+        &shared,
+        "acme",
+        "kv=redis:url=redis://127.0.0.1:6379,password_env=PW",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("worker's own environment"), "{err}");
+    let (direct, _d) = policy("direct_bindings = true");
+    assert!(
+        admit(
+            &direct,
+            "acme",
+            "kv=redis:url=redis://127.0.0.1:6379,password_env=PW"
+        )
+        .is_ok()
+    );
+    assert!(
+        admit(&direct, "acme", "kv=redis:password=a,password_env=PW").is_err(),
+        "a secret and a reference to it"
+    );
+}

@@ -11,8 +11,9 @@ use std::sync::Arc;
 
 use self::config::ConfigValues;
 use self::keyvalue::{KvBindings, KvProvider, OpenError};
-use crate::binding::{Binding, BindingError};
+use crate::binding::{Binding, BindingError, ProviderSpec};
 use std::sync::Weak;
+use stratus_proto::providers::SECRET_REFS;
 
 /// Providers open on this worker, shared by the apps bound to the same spec and closed
 /// once no app uses them.
@@ -29,12 +30,22 @@ use std::sync::Weak;
 #[derive(Default)]
 pub struct Providers {
     kv: std::sync::Mutex<std::collections::HashMap<String, Arc<KvSlot>>>,
+    /// What the binary's config read of the environment, for `*_env` secret references.
+    environment: BTreeMap<String, String>,
 }
 
 /// One spec's provider: opened once (or failed once), held weakly.
 type KvSlot = tokio::sync::OnceCell<Result<Weak<dyn keyvalue::KeyValue>, Arc<OpenError>>>;
 
 impl Providers {
+    /// Providers whose bindings may name secrets by environment variable.
+    pub fn with_environment(environment: BTreeMap<String, String>) -> Self {
+        Self {
+            environment,
+            ..Self::default()
+        }
+    }
+
     fn table(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Arc<KvSlot>>> {
         self.kv.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -94,6 +105,38 @@ impl Providers {
     }
 }
 
+/// Replaces each secret reference (`password_env=…`, `password_file=…`, …) by the
+/// secret it names, read from `environment` (what the binary's config read of the
+/// worker's environment) or the file. Runs on the worker, when a binding is opened.
+pub fn resolve_secret_refs(
+    spec: &ProviderSpec,
+    environment: &std::collections::BTreeMap<String, String>,
+) -> Result<ProviderSpec, BindingError> {
+    let mut out = spec.clone();
+    for (reference, secret) in SECRET_REFS {
+        let Some(source) = out.options.remove(*reference) else {
+            continue;
+        };
+        let invalid = |reason: String| BindingError::InvalidOption {
+            provider: spec.provider.clone(),
+            key: (*reference).to_string(),
+            reason,
+        };
+        let value = if reference.ends_with("_env") {
+            environment.get(&source).cloned().ok_or_else(|| {
+                invalid(format!("the worker has no environment variable `{source}`"))
+            })?
+        } else {
+            std::fs::read_to_string(&source)
+                .map_err(|e| invalid(format!("reading {source}: {e}")))?
+                .trim_end_matches(['\n', '\r'])
+                .to_string()
+        };
+        out.options.insert((*secret).to_string(), value);
+    }
+    Ok(out)
+}
+
 /// Everything an app is bound to, with providers connected and ready to share across
 /// invocations.
 #[derive(Clone, Default)]
@@ -126,6 +169,17 @@ impl Capabilities {
         data_dir: &Path,
         providers: &Providers,
     ) -> Result<Self, OpenError> {
+        let resolved = bindings
+            .iter()
+            .map(|b| match b {
+                Binding::KeyValue { bucket, provider } => Ok(Binding::KeyValue {
+                    bucket: bucket.clone(),
+                    provider: resolve_secret_refs(provider, &providers.environment)?,
+                }),
+                other => Ok(other.clone()),
+            })
+            .collect::<Result<Vec<_>, BindingError>>()?;
+        let bindings = resolved.as_slice();
         Self::check(bindings)?;
         // One memory store per app, opened with its largest memory binding.
         let memory = bindings

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use wasmtime::Store;
-use wasmtime::component::{Instance, InstancePre};
+use wasmtime::component::{ComponentExportIndex, Instance, InstancePre, TypedFunc};
 
 use super::app::{App, InvocationError, InvocationId};
 use super::cpu_time::CpuLimitExceeded;
@@ -16,6 +16,7 @@ use crate::capabilities::messaging::Message;
 use crate::generated::exports::stratus::platform::timer_handler;
 use crate::generated::exports::wasi::messaging::incoming_handler;
 use crate::generated::exports::wasmcloud::messaging::handler as wasmcloud_handler;
+use crate::generated::fermyon::spin_cron::cron_types;
 use crate::generated::wasmcloud::messaging::types::BrokerMessage;
 
 pub use crate::generated::stratus::platform::timer_types::TimerEvent;
@@ -64,7 +65,12 @@ pub(super) struct EventHandlers {
     wasi_message: Option<incoming_handler::GuestIndices>,
     wasmcloud_message: Option<wasmcloud_handler::GuestIndices>,
     timer: Option<timer_handler::GuestIndices>,
+    /// Spin's `handle-cron-event`, a function at the top of the component.
+    spin_cron: Option<ComponentExportIndex>,
 }
+
+/// What Spin's cron handler takes and returns.
+type SpinCron = TypedFunc<(cron_types::Metadata,), (Result<(), cron_types::Error>,)>;
 
 impl EventHandlers {
     pub(super) fn new(pre: &InstancePre<InvocationState>) -> Self {
@@ -72,6 +78,9 @@ impl EventHandlers {
             wasi_message: incoming_handler::GuestIndices::new(pre).ok(),
             wasmcloud_message: wasmcloud_handler::GuestIndices::new(pre).ok(),
             timer: timer_handler::GuestIndices::new(pre).ok(),
+            spin_cron: pre
+                .component()
+                .get_export_index(None, stratus_proto::interfaces::SPIN_CRON_HANDLER),
         }
     }
 
@@ -80,7 +89,7 @@ impl EventHandlers {
     }
 
     pub(super) fn handles_timers(&self) -> bool {
-        self.timer.is_some()
+        self.timer.is_some() || self.spin_cron.is_some()
     }
 
     /// Calls the export for `event` in a new instance; the outer error is a trap.
@@ -112,11 +121,20 @@ impl EventHandlers {
                 guest.call_handle_message(&mut *store, &msg).await
             }
             Event::Timer(event) => {
-                let Some(indices) = &self.timer else {
+                if let Some(indices) = &self.timer {
+                    let guest = indices.load(&mut *store, instance)?;
+                    return guest.call_handle_timer(&mut *store, &event).await;
+                }
+                let Some(index) = &self.spin_cron else {
                     return Ok(Err("no timer handler".into()));
                 };
-                let guest = indices.load(&mut *store, instance)?;
-                guest.call_handle_timer(&mut *store, &event).await
+                // Spin passes the time in seconds.
+                let metadata = cron_types::Metadata {
+                    timestamp: event.scheduled_ms / 1000,
+                };
+                let func: SpinCron = instance.get_typed_func(&mut *store, index)?;
+                let (outcome,) = func.call_async(&mut *store, (metadata,)).await?;
+                Ok(outcome.map_err(|cron_types::Error::Other(e)| e))
             }
         }
     }

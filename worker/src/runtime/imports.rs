@@ -81,6 +81,13 @@ pub fn link(
                 )
                 .map_err(link_err)?;
             }
+            Provided::SpinCronTypes => {
+                crate::generated::fermyon::spin_cron::cron_types::add_to_linker::<_, TimerTypes>(
+                    &mut linker,
+                    |s| s,
+                )
+                .map_err(link_err)?;
+            }
             Provided::Config(rev) => {
                 if !config_linked.contains(&rev) {
                     config::add_to_linker(&mut linker, rev, InvocationState::config)
@@ -101,3 +108,5 @@ impl wasmtime::component::HasData for TimerTypes {
 }
 
 impl crate::generated::stratus::platform::timer_types::Host for &mut InvocationState {}
+
+impl crate::generated::fermyon::spin_cron::cron_types::Host for &mut InvocationState {}
