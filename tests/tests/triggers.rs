@@ -351,33 +351,39 @@ fn chrono_ms() -> i64 {
         .as_millis() as i64
 }
 
+/// `fnctl deploy GUEST --app APP ARGS…`: whether it succeeded, and what it said.
+fn deploy(p: &Platform, api: u16, guest: &str, app: &str, args: &[&str]) -> (bool, String) {
+    let wasm = wasm(guest);
+    let mut all = vec!["deploy", wasm.to_str().unwrap(), "--app", app];
+    all.extend(args);
+    let (ok, out, err) = p.fnctl(api, &all);
+    (ok, format!("{out}{err}"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deploys_are_refused_without_the_handler_a_trigger_calls() {
     let p = platform();
     let (api, grpc) = (free_port(), free_port());
     let _cp = p.control_plane(api, grpc);
+    let refused = |guest: &str, app: &str, args: &[&str], says: &str| {
+        let (ok, said) = deploy(&p, api, guest, app, args);
+        assert!(!ok, "{args:?} was accepted");
+        assert!(said.contains(says), "{args:?}: {said}");
+    };
     // An HTTP-only component cannot take a queue trigger.
-    let (ok, out, err) = p.fnctl(
-        api,
-        &[
-            "deploy",
-            wasm("hello").to_str().unwrap(),
-            "--app",
-            "hello",
-            "--queue",
-            "jobs=embedded",
-        ],
+    refused(
+        "hello",
+        "hello",
+        &["--queue", "jobs=embedded"],
+        "wasi:messaging/incoming-handler",
     );
-    assert!(!ok, "{out}");
-    assert!(err.contains("wasi:messaging/incoming-handler"), "{err}");
     // A queue-only component needs no HTTP export, but cannot take a route.
-    let (ok, out, err) = p.fnctl(
+    let (ok, said) = deploy(
+        &p,
         api,
+        "wasmcloud_events",
+        "wc",
         &[
-            "deploy",
-            wasm("wasmcloud_events").to_str().unwrap(),
-            "--app",
-            "wc",
             "--bind",
             "kv=redis",
             "--queue",
@@ -385,71 +391,38 @@ async fn deploys_are_refused_without_the_handler_a_trigger_calls() {
             "--no-wait",
         ],
     );
-    assert!(ok, "{out}{err}");
-    let (ok, _, err) = p.fnctl(
-        api,
-        &[
-            "deploy",
-            wasm("wasmcloud_events").to_str().unwrap(),
-            "--app",
-            "wc",
-            "--route",
-            "/wc",
-        ],
+    assert!(ok, "{said}");
+    refused(
+        "wasmcloud_events",
+        "wc",
+        &["--route", "/wc"],
+        "wasi:http/incoming-handler",
     );
-    assert!(!ok);
-    assert!(err.contains("wasi:http/incoming-handler"), "{err}");
+    fn with_queue(spec: &str) -> [&str; 4] {
+        ["--bind", "kv=redis", "--queue", spec]
+    }
     // An unknown trigger option names itself.
-    let (ok, _, err) = p.fnctl(
-        api,
-        &[
-            "deploy",
-            wasm("events").to_str().unwrap(),
-            "--app",
-            "events",
-            "--bind",
-            "kv=redis",
-            "--queue",
-            "jobs=nats:stream=S,colour=blue",
-        ],
+    refused(
+        "events",
+        "events",
+        &with_queue("jobs=nats:stream=S,colour=blue"),
+        "colour",
     );
-    assert!(!ok);
-    assert!(err.contains("colour"), "{err}");
-    // A queue source is the operator's network: a NATS server off the allow-list, or a
-    // metadata address, is refused.
-    let (ok, _, err) = p.fnctl(
-        api,
-        &[
-            "deploy",
-            wasm("events").to_str().unwrap(),
-            "--app",
-            "events",
-            "--bind",
-            "kv=redis",
-            "--queue",
-            "jobs=sqs:queue_url=https://sqs.us-east-1.amazonaws.com/1/jobs",
-        ],
+    // A queue source is the operator's network: SQS (read with the worker's own AWS
+    // credentials), a NATS server off the allow-list, or a metadata address, is refused.
+    refused(
+        "events",
+        "events",
+        &with_queue("jobs=sqs:queue_url=https://sqs.us-east-1.amazonaws.com/1/jobs"),
+        "worker's own AWS credentials",
     );
-    assert!(!ok);
-    assert!(err.contains("worker's own AWS credentials"), "{err}");
     for url in ["nats://127.0.0.1:4999", "nats://169.254.169.254:4222"] {
-        let (ok, _, err) = p.fnctl(
-            api,
-            &[
-                "deploy",
-                wasm("events").to_str().unwrap(),
-                "--app",
-                "events",
-                "--bind",
-                "kv=redis",
-                "--queue",
-                &format!("jobs=nats:url={url},stream=S"),
-            ],
-        );
+        let spec = format!("jobs=nats:url={url},stream=S");
+        let (ok, said) = deploy(&p, api, "events", "events", &with_queue(&spec));
         assert!(!ok, "{url} was accepted");
         assert!(
-            err.contains("allow-list") || err.contains("never reachable"),
-            "{url}: {err}"
+            said.contains("allow-list") || said.contains("never reachable"),
+            "{url}: {said}"
         );
     }
 }

@@ -292,29 +292,6 @@ impl Metadata {
         Ok(())
     }
 
-    /// The attempt a run is at, with its app and trigger, for a report.
-    pub async fn run_of(&self, id: &str) -> Result<Option<PendingRun>, MetadataError> {
-        let mut tx = self.db.begin().await?;
-        let rows = tx
-            .query(
-                "SELECT id, app_id, trigger_name, scheduled_ms, attempt FROM timer_runs WHERE id = $1",
-                &[id.into()],
-            )
-            .await?;
-        tx.commit().await?;
-        rows.first()
-            .map(|r| {
-                Ok(PendingRun {
-                    id: text(r, 0)?,
-                    app_id: text(r, 1)?,
-                    trigger: text(r, 2)?,
-                    scheduled_ms: int(r, 3)?,
-                    attempt: int(r, 4)?,
-                })
-            })
-            .transpose()
-    }
-
     /// The workers ready to run each app (up, with a ready instance set).
     pub async fn ready_workers(&self) -> Result<HashMap<String, Vec<String>>, MetadataError> {
         let mut tx = self.db.begin().await?;

@@ -50,16 +50,21 @@ pub struct NatsProducer {
 
 impl NatsProducer {
     pub async fn connect(url: &str) -> Result<Self, QueueError> {
-        let client = async_nats::ConnectOptions::new()
-            .connection_timeout(Duration::from_secs(5))
-            .retry_on_initial_connect()
-            .connect(url)
-            .await
-            .map_err(unavailable)?;
         Ok(Self {
-            js: jetstream::new(client),
+            js: connect(url).await?,
         })
     }
+}
+
+/// A JetStream context on `url`; the client reconnects on its own after a drop.
+async fn connect(url: &str) -> Result<jetstream::Context, QueueError> {
+    let client = async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_secs(5))
+        .retry_on_initial_connect()
+        .connect(url)
+        .await
+        .map_err(unavailable)?;
+    Ok(jetstream::new(client))
 }
 
 #[async_trait]
@@ -111,13 +116,7 @@ impl NatsSource {
         subject: Option<&str>,
         options: OpenOptions,
     ) -> Result<Self, QueueError> {
-        let client = async_nats::ConnectOptions::new()
-            .connection_timeout(Duration::from_secs(5))
-            .retry_on_initial_connect()
-            .connect(url)
-            .await
-            .map_err(unavailable)?;
-        let js = jetstream::new(client);
+        let js = connect(url).await?;
         let mut handle = js.get_stream(stream).await.map_err(|e| match e.kind() {
             jetstream::context::GetStreamErrorKind::JetStream(j) if j.code() == 404 => {
                 QueueError::NotFound(format!("nats stream `{stream}`"))
