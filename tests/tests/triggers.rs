@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use stratus_tests::platform::Platform;
-use stratus_tests::{Http, free_port, redis_url, wasm};
+use stratus_tests::{Http, Relay, free_port, redis_url, wasm};
 
 fn nats_url() -> String {
     std::env::var("STRATUS_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
@@ -31,7 +31,12 @@ fn nats_url() -> String {
 /// server on this machine.
 fn platform() -> Platform {
     let nats = nats_url();
-    let port = nats.rsplit(':').next().unwrap_or("4222");
+    let port = nats.rsplit(':').next().unwrap_or("4222").to_string();
+    platform_with_nats_ports(&port)
+}
+
+/// [`platform`], with NATS allowed on `ports` (a comma-separated list).
+fn platform_with_nats_ports(ports: &str) -> Platform {
     Platform::with_config(&format!(
         r#"
 [tenancy.backends.shared]
@@ -41,7 +46,7 @@ default = true
 
 [tenancy.endpoints.nats]
 hosts = ["127.0.0.1"]
-ports = [{port}]
+ports = [{ports}]
 "#,
         redis_url()
     ))
@@ -424,5 +429,136 @@ async fn deploys_are_refused_without_the_handler_a_trigger_calls() {
             said.contains("allow-list") || said.contains("never reachable"),
             "{url}: {said}"
         );
+    }
+}
+
+/// The queue trigger's state as `fnctl triggers -o json` shows it.
+fn queue_state(p: &Platform, api: u16, app: &str) -> Value {
+    let (ok, out, err) = p.fnctl(api, &["triggers", app, "-o", "json"]);
+    assert!(ok, "{out}{err}");
+    let triggers: Value = serde_json::from_str(&out).unwrap();
+    triggers
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["type"] == "queue")
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// NATS goes away (a relay in front of it is cut): the trigger reports the failure, the
+/// worker keeps serving, and once NATS is back it handles what was sent meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_outage_is_reported_and_recovered_from() {
+    let target = nats_url().trim_start_matches("nats://").to_string();
+    let relay = Relay::start(&target).await;
+    let p = platform_with_nats_ports(&relay.addr.port().to_string());
+    let (api, grpc) = (free_port(), free_port());
+    let _cp = p.control_plane(api, grpc);
+    let port = free_port();
+    let _worker = p.worker(grpc, "n0", port, "a");
+    p.wait_workers_up(api, 1);
+    let client = async_nats::connect(nats_url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let id = uuid::Uuid::new_v4().simple().to_string()[..10].to_string();
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: format!("OUT{id}"),
+        subjects: vec![format!("out.{id}")],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let app = format!("outage-{id}");
+    let trigger = format!(
+        "jobs=nats:url=nats://{},stream=OUT{id},visibility_ms=3000",
+        relay.addr
+    );
+    p.deploy(
+        api,
+        &wasm("events"),
+        &app,
+        &[
+            "--bind", "kv=redis", "--route", "/events", "--queue", &trigger,
+        ],
+    );
+    let http = Http::default();
+    let publish = |range: std::ops::Range<u32>| {
+        let js = js.clone();
+        let id = id.clone();
+        async move {
+            for i in range {
+                js.publish(format!("out.{id}"), format!("o{i}").into())
+                    .await
+                    .unwrap()
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    let all_seen = |upto: u32| {
+        let http = &http;
+        async move {
+            for i in 0..upto {
+                if kv(http, port, &format!("seen:o{i}")).await.is_none() {
+                    return false;
+                }
+            }
+            true
+        }
+    };
+    publish(0..10).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !all_seen(10).await {
+        assert!(
+            Instant::now() < deadline,
+            "the first messages were never handled"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    relay.cut(true);
+    publish(10..20).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let state = queue_state(&p, api, &app);
+        if state["state"] == "failing" {
+            assert!(
+                !state["reasons"][0].as_str().unwrap_or("").is_empty(),
+                "{state}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the outage was never reported: {state}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // The worker still serves HTTP meanwhile.
+    assert_eq!(
+        http.get(&format!("http://127.0.0.1:{port}/events/kv/seen:o0"))
+            .await
+            .status,
+        200
+    );
+
+    relay.cut(false);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !all_seen(20).await {
+        assert!(
+            Instant::now() < deadline,
+            "the trigger did not recover: {}",
+            queue_state(&p, api, &app)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while queue_state(&p, api, &app)["state"] != "active" {
+        assert!(
+            Instant::now() < deadline,
+            "still failing: {}",
+            queue_state(&p, api, &app)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
