@@ -21,7 +21,6 @@ pub struct SqsSource {
     client: aws_sdk_sqs::Client,
     queue_url: String,
     visibility: Duration,
-    fifo: bool,
     native_redrive: bool,
 }
 
@@ -144,7 +143,6 @@ impl SqsSource {
             client,
             queue_url: queue_url.to_string(),
             visibility: options.visibility,
-            fifo: queue_url.ends_with(".fifo"),
             native_redrive,
         })
     }
@@ -286,7 +284,6 @@ impl std::fmt::Debug for SqsSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SqsSource")
             .field("queue_url", &self.queue_url)
-            .field("fifo", &self.fifo)
             .finish()
     }
 }

@@ -339,9 +339,9 @@ impl App {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
-        let Some(handler) = self.http.clone() else {
+        if self.http.is_none() {
             return Err(InvocationError::NotHttp);
-        };
+        }
         let timeout = self.runtime.config().timeout;
         let max_request_bytes = self.runtime.config().max_request_bytes;
         if req.body().size_hint().lower() > max_request_bytes {
@@ -398,7 +398,14 @@ impl App {
             let outcome = tokio::time::timeout(timeout, async {
                 let proxy = match proxy {
                     Some(proxy) => proxy,
-                    None => handler.instantiate_async(&mut store).await?,
+                    None => {
+                        // Checked above; the run owns `app`, so nothing is cloned per
+                        // request.
+                        let handler = app.http.as_ref().ok_or_else(|| {
+                            wasmtime::Error::msg("the component exports no HTTP handler")
+                        })?;
+                        handler.instantiate_async(&mut store).await?
+                    }
                 };
                 instantiated = true;
                 proxy

@@ -337,12 +337,16 @@ impl Run {
             return None;
         }
         self.status.in_flight.fetch_add(1, Ordering::Relaxed);
-        let event = Event::Message(self.message(delivery));
         // The worker being full is not the message's fault: it waits here (its
         // visibility extended) rather than going back and spending a receive.
         let patience = tokio::time::Instant::now() + OVERLOAD_PATIENCE;
         let outcome = loop {
-            match self.app.handle_event(event.clone()).await {
+            // Built per attempt from the delivery: one copy of the body on the usual path.
+            match self
+                .app
+                .handle_event(Event::Message(self.message(delivery)))
+                .await
+            {
                 Err(e) if e.is_overload() && tokio::time::Instant::now() < patience => {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
